@@ -1,0 +1,1 @@
+"""Conditioning inputs: shape-agnostic masks, environment, objects, skeleton and depth."""

@@ -1,0 +1,1 @@
+"""Schedulers, the k-diffusion-style denoiser, the clip pipeline and the long-video chainer."""

@@ -1,0 +1,1 @@
+"""Readers and writers for every weight format users have, all offline."""
