@@ -1,0 +1,30 @@
+"""Shared fixtures: the pack loaded the way ComfyUI loads it, and tiny weights built once."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_pack_like_comfyui(name: str = "custom_nodes.ComfyUI-AnimateAnyone2"):
+    """Import the repo root as a package under an arbitrary dotted name, as ComfyUI does.
+
+    A broken relative import inside the pack fails here exactly as it would in ComfyUI.
+    """
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack_like_comfyui()
