@@ -147,3 +147,20 @@ def test_batch_that_the_reference_cannot_divide_is_refused():
     attn.set_processor(reader)
     with pytest.raises(AA2InputError, match="divide"):
         attn(torch.randn(3, 10, 32))
+
+
+def test_guidance_batch_gives_the_unconditional_half_no_reference():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=8, dim_head=4).eval()
+    uncond, cond, reference = torch.randn(3, 10, 32), torch.randn(3, 10, 32), torch.randn(1, 7, 32)
+    reader = ReferenceReader(AttnProcessor2_0())
+    attn.set_processor(reader)
+    with torch.no_grad():
+        reader.bind(reference)
+        cond_alone = attn(cond)
+        reader.bind(None)
+        uncond_alone = attn(uncond)
+        reader.bind(reference, unconditional_half=True)
+        both = attn(torch.cat([uncond, cond]))
+    torch.testing.assert_close(both[:3], uncond_alone, atol=ATOL, rtol=0)
+    torch.testing.assert_close(both[3:], cond_alone, atol=ATOL, rtol=0)

@@ -73,15 +73,21 @@ class ReferenceReader:
 
     Queries come from the frame's own tokens; keys and values from the frame's tokens followed by
     the reference tokens. With no reference bound it is the plain self-attention, bit for bit.
+
+    With `unconditional_half`, the batch is classifier-free guidance's `[uncond, cond]` and the
+    unconditional half attends to its own tokens only: the unconditional prediction sees no
+    reference at all, as Animate Anyone 1 / Moore-AnimateAnyone was trained and sampled (there,
+    uncond steps skip the ReferenceNet). So the ReferenceNet runs for the conditional half alone.
     """
 
     def __init__(self, inner: object) -> None:
         self.inner = inner  # the processor this one replaced; it runs whenever no reference is bound
         self.reference: torch.Tensor | None = None  # [B_ref, M, C]
+        self.unconditional_half = False
         self._kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def bind(self, reference: torch.Tensor | None) -> None:
-        self.reference, self._kv = reference, None
+    def bind(self, reference: torch.Tensor | None, unconditional_half: bool = False) -> None:
+        self.reference, self.unconditional_half, self._kv = reference, unconditional_half, None
 
     def _reference_kv(self, attn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         # The reference tokens are the same at every step and frame, so their key/value
@@ -109,6 +115,14 @@ class ReferenceReader:
             )
         if encoder_hidden_states is not None or attention_mask is not None:
             raise AA2InputError("reference attention is self-attention: it takes no context or mask")
+        if self.unconditional_half:
+            if hidden_states.shape[0] % 2:
+                raise AA2InputError("guidance needs an even batch: [unconditional, conditional]")
+            uncond, cond = hidden_states.chunk(2)
+            return torch.cat([self.inner(attn, uncond), self._with_reference(attn, cond)])
+        return self._with_reference(attn, hidden_states)
+
+    def _with_reference(self, attn: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
         rows = hidden_states.shape[0]
         ref_rows = self.reference.shape[0]
         if rows % ref_rows:
@@ -171,8 +185,12 @@ class ReferenceAttention:
             self.denoising_unet.get_submodule(path).set_processor(reader.inner)
         self.readers = {}
 
-    def bind(self, bank: ReferenceBank | None) -> None:
-        """Make the DenoisingNet attend to `bank` (None: plain self-attention)."""
+    def bind(self, bank: ReferenceBank | None, unconditional_half: bool = False) -> None:
+        """Make the DenoisingNet attend to `bank` (None: plain self-attention).
+
+        `unconditional_half`: the batch is `[uncond, cond]` and only the conditional half attends
+        to the reference (see `ReferenceReader`).
+        """
         if not self.attached:
             raise RuntimeError("bind() before attach(): the DenoisingNet has no reference readers")
         if bank is not None and set(bank) != set(self.paths):
@@ -181,7 +199,7 @@ class ReferenceAttention:
                 f"{len(self.paths)}): encode the reference with this model's fusion mode ({self.fusion!r})"
             )
         for path, reader in self.readers.items():
-            reader.bind(None if bank is None else bank[path])
+            reader.bind(None if bank is None else bank[path], unconditional_half)
 
     def write(self, run_reference_unet) -> ReferenceBank:
         """Run the ReferenceNet through `run_reference_unet()` and return its bank.
