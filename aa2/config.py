@@ -214,7 +214,13 @@ def _build(kind: type, values: dict[str, Any]) -> Any:
     return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+# Moore-AnimateAnyone samples with a *linear* beta schedule (its configs/inference/inference_v2.yaml)
+# although it trained with scaled_linear; its published results come from the former, so we match it.
 MOORE_SCHEDULER = SchedulerSettings(
+    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", beta_schedule="linear"
+)
+# MIMO (menyifang/MIMO) keeps scaled_linear with the same v-prediction / zero-SNR / trailing settings.
+MIMO_SCHEDULER = SchedulerSettings(
     prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
 )
 
@@ -232,10 +238,10 @@ def tiny() -> AA2Config:
         pose=PoseShape(block_out_channels=(8, 8, 16, 16)),
         vae=VAEShape(block_out_channels=(32, 32, 32, 32)),
         image_encoder=ImageEncoderShape(
-            hidden_size=32,
-            intermediate_size=64,
+            hidden_size=64,  # one head of CLIP's 64 width, so the head count reads off the file as for real ones
+            intermediate_size=128,
             num_hidden_layers=2,
-            num_attention_heads=4,
+            num_attention_heads=1,
             patch_size=8,
             image_size=32,
             projection_dim=32,

@@ -18,7 +18,9 @@ from torch import nn
 
 from ..config import AA2Config
 from ..errors import AA2WeightsError
+from ..weights.files import load_strict
 from .denoising_net import DenoisingNet, widen_conv_in
+from .motion_norm import use_frame_norm
 from .reference_attention import ReferenceAttention, ReferenceBank
 
 StateDict = dict[str, torch.Tensor]
@@ -96,7 +98,9 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
         base = UNet2DConditionModel(**unet_config)
         adapter = MotionAdapter(**config.motion.adapter_config(config.unet))
         motion_unet = UNetMotionModel.from_unet2d(base, adapter, load_weights=False)
+        use_frame_norm(motion_unet)
         reference_net = UNet2DConditionModel(**unet_config)
+        _drop_reference_output(reference_net)
         vae = AutoencoderKL(**config.vae.diffusers_config())
         image_encoder = _empty_image_encoder(config)
 
@@ -107,7 +111,8 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
     _load(motion_unet, {**denoising_sd, **parts.motion}, "DenoisingNet (UNet + motion modules)", parts,
           ("denoising_unet", "motion"))
     widen_conv_in(motion_unet, config.denoising_in_channels)
-    _load(reference_net, parts.reference_unet, "ReferenceNet", parts, ("reference_unet",))
+    reference_sd = {k: v for k, v in parts.reference_unet.items() if not k.startswith(_UNUSED_REFERENCE_LAYERS)}
+    _load(reference_net, reference_sd, "ReferenceNet", parts, ("reference_unet",))
     _load(vae, parts.vae, "VAE", parts, ("vae",))
     _load(image_encoder, parts.image_encoder, "image encoder", parts, ("image_encoder",))
 
@@ -121,6 +126,20 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
     return model.eval().requires_grad_(False)
 
 
+_UNUSED_REFERENCE_LAYERS = ("conv_norm_out.", "conv_out.")
+
+
+def _drop_reference_output(reference_net: UNet2DConditionModel) -> None:
+    """The ReferenceNet is read at its self-attentions only: its output layers never run.
+
+    Moore-AnimateAnyone's `reference_unet.pth` has no such layers either, so dropping them lets
+    that file load strictly and keeps them out of our checkpoints.
+    """
+    reference_net.conv_norm_out = None
+    reference_net.conv_act = None
+    reference_net.conv_out = nn.Identity()
+
+
 def _empty_image_encoder(config: AA2Config) -> nn.Module:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -129,22 +148,8 @@ def _empty_image_encoder(config: AA2Config) -> nn.Module:
 
 def _load(module: nn.Module, state: StateDict, what: str, parts: ModelParts, names: tuple[str, ...],
           assign: bool = True) -> None:
-    expected = dict(module.state_dict())
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        files = ", ".join(parts.sources.get(n, n) for n in names)
-        lines = [f"the weights for the {what} (from {files}) do not fit the model:"]
-        if missing:
-            lines.append(f"  {len(missing)} missing keys, e.g. {missing[:3]}")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
-        for key in wrong[:3]:
-            lines.append(f"  {key}: file has {tuple(state[key].shape)}, model needs {tuple(expected[key].shape)}")
-        lines.append("Check that the file is an SD1.5-family model of the kind this slot expects.")
-        raise AA2WeightsError("\n".join(lines))
-    module.load_state_dict(state, strict=True, assign=assign)
+    files = ", ".join(dict.fromkeys(parts.sources.get(n, n) for n in names))
+    load_strict(module, state, what, files, assign=assign)
 
 
 def _load_extras(denoising_net: DenoisingNet, parts: ModelParts) -> None:

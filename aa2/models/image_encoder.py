@@ -2,8 +2,10 @@
 
 As in sd-image-variations and Moore-AnimateAnyone, the projected CLIP ViT-L/14 image embedding is
 the single context token; the unconditional context for classifier-free guidance is zeros.
-The preprocessing is CLIPImageProcessor's (shortest side to 224, bicubic, centre crop, CLIP mean
-and std), done in torch so it runs on the model's device without a PIL round trip.
+Preprocessing follows Moore-AnimateAnyone, whose weights we load: the whole image is squashed to
+224×224 (bicubic) before CLIP's normalisation, so nothing of the character is cropped away — the
+CLIPImageProcessor's own centre crop would cut the head or feet off a full-body portrait image.
+Done in torch so it runs on the model's device without a PIL round trip.
 """
 
 from __future__ import annotations
@@ -22,12 +24,8 @@ def clip_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     """`images [B, 3, H, W]` in 0..1 -> CLIP's normalised `[B, 3, size, size]`."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise AA2InputError(f"reference images must be [B, 3, H, W] RGB, got {tuple(images.shape)}")
-    height, width = images.shape[-2:]
-    scale = size / min(height, width)
-    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
-    x = F.interpolate(images.float(), size=resized, mode="bicubic", align_corners=False, antialias=True)
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    x = x[..., top : top + size, left : left + size].clamp(0, 1)
+    x = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    x = x.clamp(0, 1)
     mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
     return (x - mean) / std

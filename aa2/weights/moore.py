@@ -1,0 +1,97 @@
+"""Moore-AnimateAnyone (and MIMO) weights: a folder of four `.pth` files.
+
+`denoising_unet.pth` and `reference_unet.pth` hold diffusers `UNet2DConditionModel` key names
+(the reference one without `conv_norm_out`/`conv_out`, which its ReferenceNet never had);
+`pose_guider.pth` is the Animate Anyone 1 pose guider; `motion_module.pth` is in AnimateDiff v2's
+layout. These weights were trained with reference attention in every block (`fusion="full"`), with
+v-prediction, zero-terminal SNR and trailing timesteps: the config returned here records that so
+sampling uses the schedule the weights need.
+
+MIMO's `denoising_unet.pth` has an 8-channel `conv_in`: noise latents + the background video's
+latents. That is AA2's environment input without its mask channel, so such weights get the
+environment input, with the mask channel's weights at zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import MIMO_SCHEDULER, MOORE_SCHEDULER, AA2Config
+from ..errors import AA2WeightsError
+from ..models.aa2_model import ModelParts
+from .animatediff import motion_module_to_original, read_motion_module
+from .files import read_state_dict
+from .shapes import infer_pose_shape, infer_unet_shape
+
+FILES = ("denoising_unet.pth", "reference_unet.pth", "pose_guider.pth", "motion_module.pth")
+
+
+def is_moore_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and all((path / name).is_file() for name in FILES[:3])
+
+
+def read_moore_folder(folder: str | Path, base: AA2Config | None = None) -> tuple[AA2Config, ModelParts]:
+    """Read the four files into `ModelParts` and the config they imply.
+
+    `motion_module.pth` may be absent when a separate AnimateDiff file is given instead.
+    """
+    folder = Path(folder)
+    missing = [name for name in FILES[:3] if not (folder / name).is_file()]
+    if missing:
+        raise AA2WeightsError(
+            f"{folder} is missing {', '.join(missing)}: a Moore-AnimateAnyone folder holds "
+            f"{', '.join(FILES)} side by side."
+        )
+    denoising = read_state_dict(folder / FILES[0])
+    # A stage-2 save may carry motion weights too; motion_module.pth is their authoritative copy.
+    denoising = {k: v for k, v in denoising.items() if ".motion_modules." not in k}
+    unet_shape, in_channels = infer_unet_shape(denoising, str(folder / FILES[0]))
+    if in_channels not in (4, 8):
+        raise AA2WeightsError(
+            f"{folder / FILES[0]} has a {in_channels}-channel conv_in; Moore-AnimateAnyone has 4 and MIMO 8."
+        )
+    pose_guider = read_state_dict(folder / FILES[2])
+    config = (base or AA2Config()).replace(
+        unet=unet_shape,
+        pose=infer_pose_shape(pose_guider, str(folder / FILES[2])),
+        fusion="full",
+        use_environment=in_channels == 8,
+        scheduler=MIMO_SCHEDULER if in_channels == 8 else MOORE_SCHEDULER,
+    )
+    parts = ModelParts(
+        denoising_unet=denoising,
+        reference_unet=read_state_dict(folder / FILES[1]),
+        pose_guider=pose_guider,
+        sources={
+            "denoising_unet": str(folder / FILES[0]),
+            "reference_unet": str(folder / FILES[1]),
+            "pose_guider": str(folder / FILES[2]),
+        },
+    )
+    if (folder / FILES[3]).is_file():
+        motion_shape, parts.motion = read_motion_module(folder / FILES[3])
+        config = config.replace(motion=motion_shape)
+        parts.sources["motion"] = str(folder / FILES[3])
+    return config, parts
+
+
+def write_moore_folder(folder: str | Path, model) -> Path:
+    """Save an `AA2Model` in Moore-AnimateAnyone's four-file layout (for fixtures and export).
+
+    Only what Animate Anyone 1 has is written: the UNets' spatial weights, the skeleton pose
+    guider and the motion modules (environment channels beyond MIMO's 8 are dropped).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet = model.denoising_net.unet.state_dict()
+    spatial = {k: v.clone() for k, v in unet.items() if ".motion_modules." not in k}
+    keep = 8 if model.config.use_environment else 4
+    spatial["conv_in.weight"] = spatial["conv_in.weight"][:, :keep].clone()
+    torch.save(spatial, folder / FILES[0])
+    torch.save({k: v.clone() for k, v in model.reference_net.state_dict().items()}, folder / FILES[1])
+    torch.save(dict(model.denoising_net.pose_modulation.skeleton_guider.state_dict()), folder / FILES[2])
+    torch.save(motion_module_to_original(model.denoising_net.unet, model.config.motion), folder / FILES[3])
+    return folder
