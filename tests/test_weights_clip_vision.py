@@ -28,7 +28,7 @@ from aa2.weights.files import write_safetensors
 
 SHAPE = tiny().image_encoder
 WIDTH = SHAPE.projection_dim  # the tiny UNet's cross-attention width
-HEADS = SHAPE.num_attention_heads  # 32-wide tiny model: not CLIP's 64-wide heads, so given explicitly
+HEADS = SHAPE.num_attention_heads  # the tiny model keeps CLIP's 64-wide heads; passing it explicitly is harmless
 # Same tensors, same ops; file-backed tensors may change CPU summation order (see test_weights_ldm).
 ATOL = RTOL = 1e-5
 
@@ -138,8 +138,10 @@ def test_vit_l_head_count_follows_from_its_width():
     assert infer_image_encoder_shape(state, "meta", 768) == vit_l
 
 
-def test_unknowable_head_count_is_asked_for(tmp_path, model):
-    path = write_clip_vision_file(tmp_path / "clip.safetensors", model.state_dict())
+def test_unknowable_head_count_is_asked_for(tmp_path):
+    odd = ImageEncoderShape(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                            patch_size=8, image_size=32, projection_dim=WIDTH)  # 32 wide: not CLIP's 64-wide heads
+    path = write_clip_vision_file(tmp_path / "clip.safetensors", _model(odd).state_dict())
     with pytest.raises(AA2WeightsError, match="pass attention_heads"):
         read_clip_vision_file(path, WIDTH)
 
