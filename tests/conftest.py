@@ -28,3 +28,21 @@ def load_pack_like_comfyui(name: str = "custom_nodes.ComfyUI-AnimateAnyone2"):
 @pytest.fixture(scope="session")
 def pack():
     return load_pack_like_comfyui()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A ComfyUI-style models folder of tiny random weights in every format, written by the real CLI."""
+    from aa2.cli import main
+
+    root = tmp_path_factory.mktemp("models")
+    assert main(["make-tiny-weights", str(root)]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_weights):
+    """The tiny pack checkpoint, loaded through the same path LoadAA2Model uses."""
+    from aa2.weights.sources import ModelSources, load_model
+
+    return load_model(ModelSources.from_path(tiny_weights / "animateanyone2" / "aa2-tiny.safetensors"))

@@ -79,9 +79,13 @@ class AA2Model(nn.Module):
             lambda: self.reference_net(reference_latents, timestep, encoder_hidden_states=context)
         )
 
-    def bind_reference(self, bank: ReferenceBank | None) -> None:
-        """Make every following DenoisingNet call attend to `bank` (None: unbind)."""
-        self.reference_attention.bind(bank)
+    def bind_reference(self, bank: ReferenceBank | None, unconditional_half: bool = False) -> None:
+        """Make every following DenoisingNet call attend to `bank` (None: unbind).
+
+        `unconditional_half`: the batch is `[uncond, cond]` for classifier-free guidance and only the
+        conditional half sees the reference (Animate Anyone 1 trained its unconditional branch that way).
+        """
+        self.reference_attention.bind(bank, unconditional_half)
 
 
 def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:

@@ -115,7 +115,7 @@ class DenoisingNet(nn.Module):
         batch, _, frames = latents.shape[:3]
         sample = torch.cat([latents, self._environment(conditions, latents)], dim=1)
         # UNetMotionModel wants the context once per frame: rows ordered (batch, frame).
-        context = repeat(_match_batch(context, batch), "b n c -> (b f) n c", f=frames)
+        context = repeat(_match_batch(context, batch), "b n c -> (b f) n c", f=frames).contiguous()
         self._conditions, self._frames = conditions, frames
         try:
             return self.unet(sample, timestep, encoder_hidden_states=context).sample
