@@ -15,3 +15,7 @@ class AA2InputError(AA2Error, ValueError):
 
 class AA2WeightsError(AA2Error, ValueError):
     """A weight file is missing, unreadable, unsafe, or is not the model it was expected to be."""
+
+
+class AA2Cancelled(AA2Error):
+    """Sampling was stopped by the user between two steps; the models are left as they were."""

@@ -1,0 +1,203 @@
+"""Animate a character in the driving video's environment, for videos of any length.
+
+The core of `LongVideoChainer` and of `python -m aa2 animate`. The video is cut into clips of the
+motion modules' length (`plan_clips`). Each clip after the first starts with the last
+`motion_frames` *latents* of the previous clip, held fixed inside the temporal window while the new
+frames are denoised and then dropped — no decode/re-encode between clips, which would drift the
+colours a little more at every clip. Only one clip's tensors are on the device at a time; finished
+frames are decoded there and moved off it, so memory stays flat however long the video is.
+
+Everything that does not change during sampling is computed once: the reference (once per
+character, reusable across seeds and clips), and per clip the environment and object latents and
+the pose features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..conditioning.masks import environment_frames, latent_mask
+from ..errors import AA2InputError
+from ..models.aa2_model import AA2Model
+from ..models.denoising_net import DenoisingConditions
+from .clip_denoiser import GuidedModel, KnownLatents, KSampler, denoise_clip
+from .inputs import AnimationInputs, ClipPlan, SamplingSettings, plan_clips
+from .reference import EncodedReference, encode_reference
+from .vae_codec import decode_latents, encode_frames
+
+Progress = Callable[[int, int, "torch.Tensor | None"], None]  # (steps done, steps in all, x0 preview [1,4,F,h,w])
+
+
+@dataclass
+class AnimationResult:
+    frames: torch.Tensor  # [F, H, W, 3] float 0..1, on the CPU
+    latents: torch.Tensor  # [1, 4, F, h, w] float32, on the CPU
+
+
+def environment_is_learned(model: AA2Model) -> bool:
+    """Whether the DenoisingNet's environment channels carry weights (AA2 training) or are the
+    zeros a widened SD1.5 / Animate Anyone 1 `conv_in` starts with."""
+    conv_in = model.denoising_net.unet.conv_in
+    return conv_in.in_channels > 4 and bool(conv_in.weight[:, 4:].abs().sum() > 0)
+
+
+def resolve_environment_mode(model: AA2Model, mode: str, has_environment: bool) -> tuple[bool, bool]:
+    """`(as model input, as latent blending)` for the requested mode and these weights."""
+    if not has_environment or mode == "off":
+        return False, False
+    learned = environment_is_learned(model)
+    if mode == "auto":
+        return (True, False) if learned else (False, True)
+    use_input = "input" in mode
+    if use_input and not learned:
+        raise AA2InputError(
+            "these weights never learned the environment input (Animate Anyone 1 / Moore-AnimateAnyone, or an "
+            "untrained SD1.5 base): use environment mode 'blend' or 'auto'"
+        )
+    return use_input, "blend" in mode
+
+
+@torch.no_grad()
+def animate(
+    model: AA2Model,
+    inputs: AnimationInputs,
+    settings: SamplingSettings = SamplingSettings(),
+    *,
+    reference: EncodedReference | None = None,
+    sampler: KSampler | None = None,
+    sigmas: torch.Tensor | None = None,
+    latents: torch.Tensor | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> AnimationResult:
+    """Render every frame of `inputs`. `latents` (`[1, 4, F, h, w]`, unit variance) replaces the seeded
+    initial noise; `sampler` + `sigmas` replace the named scheduler with a k-diffusion-style sampler."""
+    inputs.validate()
+    config = model.config
+    length = settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
+    height, width = inputs.size
+    h, w = height // 8, width // 8
+    if latents is not None and tuple(latents.shape) != (1, 4, inputs.frames, h, w):
+        raise AA2InputError(f"latents must be [1, 4, F, h, w] = {(1, 4, inputs.frames, h, w)}, got {tuple(latents.shape)}")
+    use_input, use_blend = resolve_environment_mode(model, settings.environment, inputs.environment is not None)
+    if reference is None:
+        reference = encode_reference(model, inputs.reference, (height, width))
+    reference.check(model, (height, width))
+    named = settings.sampler if settings.sampler != "default" else "ddim"
+    plans = plan_clips(inputs.frames, length, settings.motion_frames, settings.overlap, settings.seed)
+    total = len(plans) * settings.steps
+    device = next(model.denoising_net.parameters()).device
+
+    frames_out = torch.zeros(inputs.frames, 3, height, width)
+    latents_out = torch.zeros(1, 4, inputs.frames, h, w)
+    previous: tuple[ClipPlan, torch.Tensor] | None = None  # the last clip and its clean latents (device)
+    state = {"done": 0}
+
+    def on_step(x0: torch.Tensor) -> None:
+        state["done"] += 1
+        if progress is not None:
+            progress(state["done"], total, x0)
+
+    for plan in plans:
+        conditions, env_latents, env_mask = _clip_conditions(model, inputs, plan, use_input, use_blend, settings)
+        guided = GuidedModel(model, reference, conditions, settings.cfg)
+        generator = torch.Generator().manual_seed(plan.seed)
+        window = plan.stop - plan.start
+        if latents is not None:
+            noise = latents[:, :, plan.start : plan.stop].float()
+        else:
+            noise = torch.randn(1, 4, window, h, w, generator=generator)
+        carried = _carried_latents(previous, plan)
+        known = _known_latents(plan, carried, env_latents, env_mask, noise.to(device), window, h, w, device)
+
+        clean = denoise_clip(
+            guided, noise.to(device), steps=settings.steps, sampler=sampler or named, generator=generator,
+            known=known, sigmas=sigmas, on_step=on_step, cancel=cancel,
+        )
+        previous = (plan, clean)
+        new = clean[:, :, plan.carried:]
+        decoded = decode_latents(model.vae, new, settings.vae_chunk)
+        if settings.paste_environment and inputs.environment is not None:
+            decoded = _paste_environment(decoded, inputs, plan, settings.feather)
+        _place(frames_out, decoded, plan)
+        latents_out[:, :, plan.start + plan.carried : plan.stop] = new.float().cpu()
+        del conditions, guided, new, known, carried
+    return AnimationResult(rearrange(frames_out, "f c h w -> f h w c"), latents_out)
+
+
+def _clip_conditions(model, inputs: AnimationInputs, plan: ClipPlan, use_input: bool, use_blend: bool,
+                     settings: SamplingSettings):
+    """The clip's fixed inputs, computed once: environment latents + mask, pose features, object features."""
+    net = model.denoising_net
+    param = next(net.parameters())
+    window = slice(plan.start, plan.stop)
+
+    def clip(frames: torch.Tensor | None) -> torch.Tensor | None:
+        return None if frames is None else rearrange(frames[window].float(), "f c h w -> 1 c f h w").to(param.device, param.dtype)
+
+    conditions = DenoisingConditions()
+    conditions.pose_features = net.pose_modulation(clip(inputs.pose), clip(inputs.depth))
+    if inputs.objects is not None and net.object_guider is not None:
+        object_latents = encode_frames(model.vae, inputs.objects[window], settings.vae_chunk)
+        conditions.object_features = net.encode_objects(object_latents.to(param.dtype))
+    env_latents = env_mask = None
+    if use_input or use_blend:
+        mask = inputs.mask[window]
+        env_latents = encode_frames(model.vae, environment_frames(inputs.environment[window], mask), settings.vae_chunk)
+        env_mask = rearrange(latent_mask(mask), "f 1 h w -> 1 1 f h w").to(param.device, env_latents.dtype)
+        if use_input:
+            conditions.environment = torch.cat([env_latents, env_mask], dim=1)
+    return conditions, env_latents, env_mask
+
+
+def _carried_latents(previous: tuple[ClipPlan, torch.Tensor] | None, plan: ClipPlan) -> torch.Tensor | None:
+    """The previous clip's clean latents for this clip's first `carried` source frames."""
+    if previous is None or plan.carried == 0:
+        return None
+    last, clean = previous
+    offset = plan.start - last.start
+    return clean[:, :, offset : offset + plan.carried]
+
+
+def _known_latents(plan: ClipPlan, carried, env_latents, env_mask, noise, window: int, h: int, w: int,
+                   device) -> KnownLatents | None:
+    """Hold the carried motion frames, and (blend mode) the environment outside the character."""
+    if plan.carried == 0 and env_latents is None:
+        return None
+    latents = torch.zeros(1, 4, window, h, w, device=device)
+    mask = torch.zeros(1, 1, window, h, w, device=device)
+    if env_latents is not None:  # blend mode: everything outside the shape-agnostic mask is known
+        latents = env_latents.float().clone()
+        mask = 1 - env_mask.float()
+    if plan.carried:
+        latents[:, :, : plan.carried] = carried.float()
+        mask[:, :, : plan.carried] = 1
+    return KnownLatents(latents, mask, noise)
+
+
+def _paste_environment(decoded: torch.Tensor, inputs: AnimationInputs, plan: ClipPlan, feather: int) -> torch.Tensor:
+    """The driving video's exact pixels outside the character's (feathered) mask."""
+    frames = plan.generated
+    mask = inputs.mask[frames.start : frames.stop].float()[:, None]
+    if feather:
+        size = 2 * feather + 1
+        mask = F.max_pool2d(mask, size, stride=1, padding=feather)  # grow, so the soft edge stays outside
+        mask = F.avg_pool2d(mask, size, stride=1, padding=feather, count_include_pad=False)
+    environment = inputs.environment[frames.start : frames.stop].float()
+    return decoded * mask + environment * (1 - mask)
+
+
+def _place(frames_out: torch.Tensor, decoded: torch.Tensor, plan: ClipPlan) -> None:
+    """Write a clip's frames; the first `overlap` are cross-faded with the previous clip's."""
+    start = plan.start + plan.carried
+    if plan.overlap:
+        ramp = torch.linspace(0, 1, plan.overlap + 2)[1:-1].view(-1, 1, 1, 1)
+        old = frames_out[start : start + plan.overlap]
+        decoded = decoded.clone()
+        decoded[: plan.overlap] = old * (1 - ramp) + decoded[: plan.overlap] * ramp
+    frames_out[start : plan.stop] = decoded

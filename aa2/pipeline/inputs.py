@@ -1,0 +1,153 @@
+"""What an animation is made from, and how it is sampled — checked before any heavy work.
+
+Layouts are aa2's core ones: frames `[F, 3, H, W]` float 0..1, masks `[F, H, W]`. The ComfyUI nodes
+and the CLI convert at their boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..errors import AA2InputError
+
+EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
+
+
+@dataclass
+class AnimationInputs:
+    """One character, one driving sequence.
+
+    `pose`: skeleton maps, one per output frame. `depth`: structured depth maps (optional).
+    `environment`: the driving video's frames; `mask`: the character's *shape-agnostic* mask
+    (`aa2.conditioning.masks.shape_agnostic_mask`), which says what of the environment to remove.
+    `objects`: the object sequence (driving frames cut out by the object masks), optional.
+    """
+
+    reference: torch.Tensor  # [3, H_ref, W_ref]
+    pose: torch.Tensor  # [F, 3, H, W]
+    depth: torch.Tensor | None = None
+    environment: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    objects: torch.Tensor | None = None
+
+    @property
+    def frames(self) -> int:
+        return int(self.pose.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pose.shape[-2]), int(self.pose.shape[-1])
+
+    def validate(self) -> None:
+        if self.reference.ndim != 3 or self.reference.shape[0] != 3:
+            raise AA2InputError(f"reference must be one RGB image [3, H, W], got {tuple(self.reference.shape)}")
+        if self.pose.ndim != 4 or self.pose.shape[1] != 3 or self.pose.shape[0] == 0:
+            raise AA2InputError(f"pose must be skeleton frames [F, 3, H, W] with F >= 1, got {tuple(self.pose.shape)}")
+        height, width = self.size
+        if height % 64 or width % 64:
+            raise AA2InputError(
+                f"frames are {height}x{width}; the size must be a multiple of 64. Resize the pose, environment, "
+                f"mask and object frames together, e.g. to {max(64, round(height / 64) * 64)}x"
+                f"{max(64, round(width / 64) * 64)}"
+            )
+        for name in ("depth", "environment", "objects"):
+            frames = getattr(self, name)
+            if frames is not None and tuple(frames.shape) != tuple(self.pose.shape):
+                raise AA2InputError(
+                    f"{name} is {tuple(frames.shape)} but pose is {tuple(self.pose.shape)}: every sequence needs the "
+                    "same frame count and size as the pose"
+                )
+        if (self.environment is None) != (self.mask is None):
+            given, missing = ("environment", "mask") if self.mask is None else ("mask", "environment")
+            raise AA2InputError(
+                f"{given} was given without {missing}: the environment is the driving video with the character's "
+                "(shape-agnostic) mask removed, so both are needed, or neither"
+            )
+        if self.mask is not None:
+            if tuple(self.mask.shape) != (self.frames, height, width):
+                raise AA2InputError(
+                    f"mask is {tuple(self.mask.shape)}, expected [F, H, W] = {(self.frames, height, width)}"
+                )
+            if not bool((self.mask > 0.5).any()):
+                raise AA2InputError(
+                    "the character mask is empty in every frame: segment the character (ObjectSegment / SAM2) "
+                    "or check that the mask is not inverted"
+                )
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample. The defaults follow the checkpoint: sampler "default" is DDIM under its schedule."""
+
+    steps: int = 20
+    cfg: float = 3.5  # Moore-AnimateAnyone's default guidance scale
+    sampler: str = "default"
+    seed: int = 0
+    clip_length: int | None = None  # None: what the motion modules were trained on (16)
+    motion_frames: int = 1  # frames of the previous clip carried as latents (the paper uses 1)
+    overlap: int = 0  # frames re-generated and cross-faded between clips
+    environment: EnvironmentMode = "auto"
+    paste_environment: bool = False  # put the exact driving pixels back outside the feathered mask
+    feather: int = 8  # pixels of soft edge for pasting
+    vae_chunk: int = 8  # frames per VAE call
+
+    def validate(self, trained_frames: int, max_frames: int) -> int:
+        """Check the options; return the clip length to use."""
+        if self.steps < 1:
+            raise AA2InputError(f"steps must be at least 1, got {self.steps}")
+        if self.cfg < 1.0:
+            raise AA2InputError(f"cfg must be >= 1 (1 turns guidance off), got {self.cfg}")
+        length = self.clip_length or trained_frames
+        if not 1 <= length <= max_frames:
+            raise AA2InputError(
+                f"clip_length {length} must be between 1 and {max_frames} (the motion modules' positional table)"
+            )
+        if self.motion_frames < 0 or self.overlap < 0:
+            raise AA2InputError("motion_frames and overlap cannot be negative")
+        if self.motion_frames + self.overlap >= length:
+            raise AA2InputError(
+                f"motion_frames ({self.motion_frames}) + overlap ({self.overlap}) must be less than clip_length "
+                f"({length}) so every clip makes new frames"
+            )
+        if self.vae_chunk < 1 or self.feather < 0:
+            raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
+        return length
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One clip of a long video: source frames `[start, stop)`, the first `carried` of them held
+    fixed as latents from the previous clip, the next `overlap` re-generated and cross-faded."""
+
+    index: int
+    start: int
+    stop: int
+    carried: int
+    overlap: int
+    seed: int
+
+    @property
+    def generated(self) -> range:
+        """Source frames this clip denoises (the first `overlap` of them are cross-faded)."""
+        return range(self.start + self.carried, self.stop)
+
+
+def clip_seed(seed: int, index: int) -> int:
+    """Each clip's own seed, derived from the run's: any clip can be re-rendered alone."""
+    return (seed * 1_000_003 + index * 7_919) % (2**63 - 1)
+
+
+def plan_clips(frames: int, length: int, motion_frames: int, overlap: int, seed: int) -> list[ClipPlan]:
+    """Cut `frames` into clips of at most `length`, each after the first starting `motion_frames + overlap`
+    frames before the previous one ended."""
+    plans = [ClipPlan(0, 0, min(length, frames), 0, 0, clip_seed(seed, 0))]
+    while plans[-1].stop < frames:
+        last = plans[-1]
+        carried = min(motion_frames, last.stop - last.start)
+        fade = min(overlap, last.stop - last.start - carried)
+        start = last.stop - carried - fade
+        plans.append(ClipPlan(len(plans), start, min(start + length, frames), carried, fade, clip_seed(seed, len(plans))))
+    return plans

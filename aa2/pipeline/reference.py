@@ -1,0 +1,77 @@
+"""The character, encoded once: ReferenceNet features and the CLIP context (paper section 3.1).
+
+An `EncodedReference` depends only on the reference image, the output size and the model, so one
+serves every seed, every clip of a long video and every re-render: the ReferenceNet and CLIP run
+once per character, never per step or per clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AA2InputError
+from ..models.aa2_model import AA2Model
+from ..models.image_encoder import reference_context
+from ..models.reference_attention import ReferenceBank
+from .vae_codec import encode_frames
+
+
+@dataclass
+class EncodedReference:
+    """ReferenceNet features for the conditional branch, and both guidance contexts.
+
+    `bank`: layer path -> `[1, tokens, C]`; `context`: `[1, 1, C]` CLIP embedding;
+    `unconditional_context`: zeros of that shape (the unconditional branch sees no character).
+    """
+
+    bank: ReferenceBank
+    context: torch.Tensor
+    unconditional_context: torch.Tensor
+    latents: torch.Tensor  # [1, 4, h, w]
+    size: tuple[int, int]  # (H, W) in pixels the features were made for
+    fusion: str
+
+    def check(self, model: AA2Model, size: tuple[int, int]) -> None:
+        if tuple(size) != tuple(self.size):
+            raise AA2InputError(
+                f"the reference was encoded for {self.size[0]}x{self.size[1]} but the video is {size[0]}x{size[1]}: "
+                "encode it again at the video's size"
+            )
+        if model.config.fusion != self.fusion:
+            raise AA2InputError(
+                f"the reference was encoded by a model with {self.fusion!r} reference attention; this one has "
+                f"{model.config.fusion!r}: encode it again with this model"
+            )
+
+    def to(self, device: torch.device | str) -> "EncodedReference":
+        return EncodedReference(
+            {k: v.to(device) for k, v in self.bank.items()}, self.context.to(device),
+            self.unconditional_context.to(device), self.latents.to(device), self.size, self.fusion,
+        )
+
+
+@torch.no_grad()
+def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]) -> EncodedReference:
+    """`image [3, H, W]` in 0..1 -> the character's features for output frames of `size = (H, W)`.
+
+    The image is resized to the output size (as Moore-AnimateAnyone does), so its tokens line up
+    with the denoised frames' at every attention resolution.
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise AA2InputError(f"the reference image must be [3, H, W] RGB, got {tuple(image.shape)}")
+    height, width = size
+    if height % 64 or width % 64:
+        raise AA2InputError(
+            f"output size {height}x{width} must be a multiple of 64 (the UNet halves the latent three times); "
+            f"try {max(64, round(height / 64) * 64)}x{max(64, round(width / 64) * 64)}"
+        )
+    resized = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
+                            align_corners=False).clamp(0, 1)
+    latents = encode_frames(model.vae, resized)[:, :, 0]
+    context = reference_context(model.image_encoder, image[None])
+    param = next(model.reference_net.parameters())
+    bank = model.encode_reference(latents.to(param.device, param.dtype), context.to(param.device, param.dtype))
+    return EncodedReference(bank, context, torch.zeros_like(context), latents, (height, width), model.config.fusion)
