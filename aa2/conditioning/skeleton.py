@@ -102,13 +102,16 @@ class PersonPose:
     def parts(self) -> dict[str, np.ndarray | None]:
         return {"body": self.body, "left_hand": self.left_hand, "right_hand": self.right_hand, "face": self.face}
 
-    def box_area(self, min_confidence: float = 0.0) -> float:
-        """Area of the box around the present keypoints (body first, all parts if no body)."""
+    def box_size(self, min_confidence: float = 0.0) -> float:
+        """Diagonal of the box around the present keypoints (body first, all parts if no body).
+
+        The diagonal rather than the area, so a person seen as a single straight limb still has a size.
+        """
         for arrays in ([self.body], [a for a in self.parts().values() if a is not None]):
             pts = np.concatenate([a[a[:, 2] > min_confidence, :2] for a in arrays])
             if len(pts):
                 span = pts.max(0) - pts.min(0)
-                return float(span[0] * span[1])
+                return float(np.hypot(*span))
         return 0.0
 
 
@@ -176,7 +179,8 @@ def write_pose_keypoints(frames: Sequence[PoseFrame]) -> list[dict]:
 
 
 def select_people(frame: PoseFrame, person: PersonChoice = "largest", min_confidence: float = 0.0) -> list[PersonPose]:
-    """The people of a frame to use: all of them, the i-th, or the one with the largest box.
+    """The people of a frame to use: all of them, the i-th, or the one with the largest box
+    (by its diagonal).
 
     A frame without that person gives an empty list (nothing is drawn), not an error: detectors
     drop people for a frame or two, and the clip should go on.
@@ -186,7 +190,7 @@ def select_people(frame: PoseFrame, person: PersonChoice = "largest", min_confid
     if person == "largest":
         if not frame.people:
             return []
-        return [max(frame.people, key=lambda p: p.box_area(min_confidence))]
+        return [max(frame.people, key=lambda p: p.box_size(min_confidence))]
     if isinstance(person, (int, np.integer)) and not isinstance(person, bool) and person >= 0:
         return [frame.people[person]] if person < len(frame.people) else []
     raise AA2InputError(f"person must be 'all', 'largest' or an index >= 0; got {person!r}.")
@@ -297,6 +301,8 @@ def _read_frame(frame: object, index: int, coords: Coords) -> PoseFrame:
         raise AA2InputError(f"POSE_KEYPOINT frame {index} has an empty canvas {height}×{width}.")
     people = []
     for j, entry in enumerate(frame.get("people") or []):
+        if not isinstance(entry, Mapping):
+            raise AA2InputError(f"POSE_KEYPOINT frame {index}, person {j} must be a dict; got {type(entry).__name__}.")
         parts = {}
         for name, key in _JSON_PARTS.items():
             parts[name] = _read_part(entry.get(key), f"frame {index}, person {j}, '{key}'")
