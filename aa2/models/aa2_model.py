@@ -71,8 +71,11 @@ class AA2Model(nn.Module):
     def encode_reference(self, reference_latents: torch.Tensor, context: torch.Tensor) -> ReferenceBank:
         """Run the ReferenceNet once (at timestep 0) over `[B, 4, h, w]` scaled latents.
 
-        `context` is `[B, tokens, C]`; with classifier-free guidance pass the unconditional and
-        conditional contexts stacked, with the latents repeated to match.
+        `context` is `[B, tokens, C]`, the *conditional* context. For classifier-free guidance as
+        Animate Anyone 1 / Moore-AnimateAnyone samples it, encode once with it and bind with
+        `unconditional_half=True`: the unconditional half never reads the bank. (A bank encoded
+        from stacked `[uncond, cond]` contexts has two rows per reference, and the conditional
+        half would then spread them over its frames.)
         """
         timestep = torch.zeros(reference_latents.shape[0], device=reference_latents.device)
         return self.reference_attention.write(
