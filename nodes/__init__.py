@@ -1,4 +1,21 @@
-"""ComfyUI adapters: thin nodes over `aa2`, one file per concern; no model math lives here."""
+"""ComfyUI adapters: thin nodes over `aa2`, one file per concern; no model math lives here.
+
+Each `nodes_*.py` declares its own NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS; they are
+merged here. Imports are relative: ComfyUI loads the pack under a name made from its path, and
+has a top-level `nodes` module of its own.
+"""
+
+from . import host  # registers the model folders before any INPUT_TYPES lists them
+from . import nodes_masks, nodes_model
+
+_MODULES = (nodes_model, nodes_masks)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+for _module in _MODULES:
+    _clash = set(NODE_CLASS_MAPPINGS) & set(_module.NODE_CLASS_MAPPINGS)
+    assert not _clash, f"node ids defined twice: {_clash}"  # ids are public API: never shadow one
+    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "host"]

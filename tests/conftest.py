@@ -11,8 +11,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_pack_like_comfyui(name: str = "custom_nodes.ComfyUI-AnimateAnyone2"):
-    """Import the repo root as a package under an arbitrary dotted name, as ComfyUI does.
+# ComfyUI (nodes.py, load_custom_node) names a pack's module after its folder's full path with
+# "." replaced by "_x_", so the name has no dots. A dotted name whose parent is not a module (such
+# as "custom_nodes.Pack") breaks the pack's first `from ..aa2 import x`: Python then imports the
+# missing parent "custom_nodes".
+COMFYUI_MODULE_NAME = str(REPO).replace(".", "_x_")
+
+
+def load_pack_like_comfyui(name: str = COMFYUI_MODULE_NAME):
+    """Import the repo root as a package under the kind of name ComfyUI gives it.
 
     A broken relative import inside the pack fails here exactly as it would in ComfyUI.
     """
