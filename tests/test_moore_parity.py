@@ -37,7 +37,9 @@ from aa2.weights.sources import ModelSources, load_model
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "moore_golden"
 FLOAT64_TOL = {"atol": 1e-9, "rtol": 0}
-FLOAT32_TOL = {"atol": 1e-4, "rtol": 0}
+# float32 rounding, amplified by the tiny net's near-degenerate norm groups: measured 5e-6 to 4.6e-4 depending on
+# kernel choice and thread count (outputs ~2.3). The float64 tests above carry the exact comparison.
+FLOAT32_TOL = {"atol": 2e-3, "rtol": 0}
 
 
 def _golden_tool():
