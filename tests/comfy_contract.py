@@ -39,15 +39,17 @@ def contract_problems(cls: type) -> list[str]:
     if not callable(function):
         return problems + [f"FUNCTION {cls.FUNCTION!r} is not a method"]
     parameters = inspect.signature(function).parameters
+    # ComfyUI passes inputs as keyword arguments, so a **kwargs parameter takes any of them.
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     spec = cls.INPUT_TYPES()
     if set(spec) - {"required", "optional", "hidden"}:
         problems.append(f"unknown INPUT_TYPES sections {set(spec) - {'required', 'optional', 'hidden'}}")
     for section in ("required", "optional"):
         for name, entry in spec.get(section, {}).items():
             problems += [f"{name}: {p}" for p in _input_problems(entry)]
-            if name not in parameters:
+            if name not in parameters and not takes_any:
                 problems.append(f"{name}: not a parameter of {cls.FUNCTION}()")
-            elif section == "optional" and parameters[name].default is inspect.Parameter.empty:
+            elif name in parameters and section == "optional" and parameters[name].default is inspect.Parameter.empty:
                 problems.append(f"{name}: optional input without a default in {cls.FUNCTION}()")
     return problems
 
