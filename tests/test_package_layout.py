@@ -1,6 +1,7 @@
 """The pack's shape: how ComfyUI loads it, and what the core may not import."""
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -35,4 +36,13 @@ def test_packaging_never_installs_nodes_or_pins_torch():
     assert not any(pattern.split(".")[0] == "nodes" for pattern in include)
     deps = project["project"]["dependencies"] + (REPO / "requirements.txt").read_text().splitlines()
     assert not any(d.strip().startswith(("torch", "torchvision", "torchaudio")) for d in deps)
+    # sam2 on PyPI resolves torch>=2.5.1 and torchvision and can replace a user's CUDA torch:
+    # it is installed by hand (README "SAM2"), never as a requirement.
+    assert not any(d.strip().lower().startswith("sam2") for d in deps)
     assert "comfy" in project["tool"]
+
+
+def test_ci_installs_sam2_without_letting_it_touch_torch():
+    ci = (REPO / ".ci" / "run").read_text()
+    sam2_lines = [line for line in ci.splitlines() if "pip install" in line and re.search(r"\ssam2(==|\s|$)", line)]
+    assert sam2_lines and all("--no-deps" in line and "--no-build-isolation" in line for line in sam2_lines)
