@@ -1,7 +1,8 @@
-"""Command line: `python -m aa2 {convert,make-tiny-weights,info}`.
+"""Command line: `python -m aa2 {animate,demo,convert,make-tiny-weights,info}`.
 
 Errors the pack raises on purpose (`AA2Error`) are printed as their message, without a traceback,
-and exit with status 2: they are instructions for a person.
+and exit with status 2: they are instructions for a person. Ctrl-C exits with 130; during
+`animate` the first one stops sampling at the next step (see `aa2.animate_command`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import AA2Error
+from .errors import AA2Error, AA2WeightsError
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -48,6 +49,94 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sources(args: argparse.Namespace):
+    from .animate_command import resolve_models_path
+    from .weights.sources import ModelSources
+
+    sources = ModelSources.from_path(resolve_models_path(args.models))
+    for name in ("motion_module", "image_encoder", "vae"):
+        value = getattr(args, name)
+        if value:
+            sources = sources.replace(**{name: Path(value)})
+    return sources
+
+
+def _settings(args: argparse.Namespace):
+    from .pipeline.inputs import SamplingSettings
+
+    return SamplingSettings(
+        steps=args.steps, cfg=args.cfg, seed=args.seed, clip_length=args.clip_length,
+        motion_frames=args.motion_frames, overlap=args.overlap, environment=args.environment,
+        paste_environment=args.paste_environment, feather=args.feather, vae_chunk=args.vae_chunk,
+    )
+
+
+def _animate(args: argparse.Namespace) -> int:
+    from .animate_command import (InputFiles, ReadOptions, load_for_device, load_inputs, pick_device, pick_dtype,
+                                  render, source_fps)
+    from .video_io import check_output_path, parse_size
+
+    out = check_output_path(args.out)
+    files = InputFiles(**{name: Path(getattr(args, name)) if getattr(args, name) else None
+                          for name in ("reference", "pose", "video", "mask", "depth", "objects", "object_mask")})
+    options = ReadOptions(size=parse_size(args.size), resize=not args.no_resize, stride=args.stride,
+                          max_frames=args.max_frames, depth=args.depth_kind, empty_mask=args.empty_mask,
+                          mask_threshold=args.mask_threshold)
+    settings = _settings(args)
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    sources = _sources(args)
+    missing = [f"{name}: {path}" for name, path in vars(sources).items() if isinstance(path, Path) and not path.exists()]
+    if missing:
+        raise AA2WeightsError("weight files not found:\n  " + "\n  ".join(missing))
+    inputs = load_inputs(files, options)  # every input checked before the weights are read
+    if files.video is not None and files.mask is None:
+        print("note: --video without --mask: the environment is not used (the character mask says what to "
+              "remove from it)", file=sys.stderr)
+    model = load_for_device(sources, device, dtype)
+    height, width = inputs.size
+    print(f"animating {inputs.frames} frames at {height}x{width} on {device.type} "
+          f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps")
+    fps = args.fps or source_fps(files, args.stride)
+    return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        Path(args.out), frames=args.frames, size=args.size, steps=args.steps, seed=args.seed, clip_length=args.clip_length,
+        models_dir=Path(args.models_dir) if args.models_dir else None,
+        inputs_dir=Path(args.inputs_dir) if args.inputs_dir else None, show_progress=not args.quiet,
+    )
+
+
+def _sampling_options(parser: argparse.ArgumentParser, steps: int) -> None:
+    from .pipeline.inputs import SamplingSettings
+    from .sampling.k_samplers import K_SAMPLERS
+    from .sampling.schedulers import SAMPLERS
+
+    d = SamplingSettings()
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--steps", type=int, default=steps)
+    group.add_argument("--cfg", type=float, default=d.cfg, help="guidance scale (1 turns guidance off)")
+    group.add_argument("--seed", type=int, default=d.seed)
+    group.add_argument("--sampler", choices=["default", *SAMPLERS, *K_SAMPLERS], default="default",
+                       help="default: DDIM under the checkpoint's own schedule; k_*: k-diffusion-style samplers")
+    group.add_argument("--clip-length", dest="clip_length", type=int, default=None,
+                       help="frames per clip (default: what the motion module was trained on, 16)")
+    group.add_argument("--motion-frames", dest="motion_frames", type=int, default=d.motion_frames,
+                       help="frames of the previous clip carried into the next as latents")
+    group.add_argument("--overlap", type=int, default=d.overlap, help="frames re-generated and cross-faded between clips")
+    group.add_argument("--environment", choices=["auto", "input", "blend", "input+blend", "off"], default=d.environment,
+                       help="auto: a model input with AA2 weights, latent blending with weights that never learned it")
+    group.add_argument("--paste-environment", dest="paste_environment", action="store_true",
+                       help="put the driving video's exact pixels back outside the feathered mask")
+    group.add_argument("--feather", type=int, default=d.feather, help="pixels of soft edge for --paste-environment")
+    group.add_argument("--vae-chunk", dest="vae_chunk", type=int, default=d.vae_chunk, help="frames per VAE call")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m aa2", description="Animate Anyone 2 tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +163,66 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=_make_tiny_weights)
 
+    animate = commands.add_parser(
+        "animate",
+        help="animate a character image with a driving video's motion, in its environment",
+        description="Videos may be files (mp4, mov, avi, ...) or folders of images (read in natural order). "
+        "Every sequence must have the same number of frames. Size rule: --size HxW is used as given; "
+        "--size N scales the longer side to N; without --size the pose's size is kept, shrunk to at most 768 on "
+        "the longer side; then each side is rounded to a multiple of 64.",
+    )
+    inputs = animate.add_argument_group("inputs")
+    inputs.add_argument("--reference", required=True, help="the character image")
+    inputs.add_argument("--pose", required=True, help="skeleton images (DWPose/OpenPose style), one per frame")
+    inputs.add_argument("--video", help="the driving video: its environment is kept (needs --mask)")
+    inputs.add_argument("--mask", help="the raw character mask of the driving video (white = character); it is made "
+                        "shape-agnostic (paper eq. 2) before use")
+    inputs.add_argument("--depth", help="a depth video of the driving person")
+    inputs.add_argument("--depth-kind", dest="depth_kind", choices=["inverse", "depth", "structured"], default="inverse",
+                        help="inverse: near is bright (Depth Anything, MiDaS); depth: far is bright; structured: "
+                        "already reduced to the skeleton")
+    inputs.add_argument("--objects", help="the object sequence, already cut out")
+    inputs.add_argument("--object-mask", dest="object_mask", help="object masks: cut the objects out of --video")
+    inputs.add_argument("--mask-threshold", dest="mask_threshold", type=float, default=0.5)
+    inputs.add_argument("--empty-mask", dest="empty_mask", choices=["error", "previous", "keep"], default="error",
+                        help="frames whose character mask is empty: stop with an error, reuse the nearest frame's "
+                        "mask, or keep them unmasked")
+    inputs.add_argument("--size", help="HxW (e.g. 768x512), or one number for the longer side; default auto")
+    inputs.add_argument("--no-resize", dest="no_resize", action="store_true",
+                        help="never resize: inputs must already be a multiple of 64")
+    inputs.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    inputs.add_argument("--max-frames", dest="max_frames", type=int, help="use at most this many frames (after --stride)")
+    weights = animate.add_argument_group("weights")
+    weights.add_argument("--models", required=True, help="pack checkpoint, Moore-AnimateAnyone folder, SD1.5 file, "
+                         "diffusers folder, or a ComfyUI models folder with one checkpoint in animateanyone2/")
+    weights.add_argument("--motion-module", dest="motion_module", help="AnimateDiff motion module file")
+    weights.add_argument("--image-encoder", dest="image_encoder", help="CLIP vision file or image_encoder folder")
+    weights.add_argument("--vae", help="VAE file or folder that overrides the base's")
+    weights.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    weights.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                         help="auto: fp16 on a GPU, fp32 on the CPU")
+    _sampling_options(animate, steps=20)
+    animate.add_argument("--out", required=True, help="output video (.mp4, .mov, .avi) or a folder for PNG frames")
+    animate.add_argument("--fps", type=float, help="output frame rate (default: the driving video's / --stride, else 8)")
+    animate.set_defaults(run=_animate)
+
+    demo = commands.add_parser(
+        "demo", help="prove the install: tiny random weights + a synthetic scene through the whole pipeline",
+        description="Writes tiny random weights and synthetic inputs (a stick figure pushing a box through a scene), "
+        "then runs `animate` on them end to end. Random weights animate nothing: the output is coloured noise.",
+    )
+    demo.add_argument("--out", default="aa2-demo.mp4")
+    demo.add_argument("--frames", type=int, default=32, help="video length (32: three clips of up to 16)")
+    demo.add_argument("--size", type=int, choices=[64, 128], default=128)
+    demo.add_argument("--steps", type=int, default=6)
+    demo.add_argument("--clip-length", dest="clip_length", type=int, help="frames per clip (default 16)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--models-dir", dest="models_dir", help="where the tiny weights go (reused if already there); "
+                      "default: a temporary folder")
+    demo.add_argument("--inputs-dir", dest="inputs_dir", help="keep the synthetic input videos here")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_demo)
+
     info = commands.add_parser("info", help="say what kind of weight file or folder PATH is")
     info.add_argument("path")
     info.set_defaults(run=_info)
@@ -87,3 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     except AA2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during `animate`, or one outside sampling
+        print("\ninterrupted", file=sys.stderr)
+        return 130
