@@ -46,3 +46,14 @@ def test_ci_installs_sam2_without_letting_it_touch_torch():
     ci = (REPO / ".ci" / "run").read_text()
     sam2_lines = [line for line in ci.splitlines() if "pip install" in line and re.search(r"\ssam2(==|\s|$)", line)]
     assert sam2_lines and all("--no-deps" in line and "--no-build-isolation" in line for line in sam2_lines)
+
+
+def test_root_init_imported_as_a_bare_file_does_not_fail():
+    """pytest imports the root `__init__.py` as a plain module when the checkout's folder name is not
+    an identifier (CI clones, "ComfyUI-AnimateAnyone2"); it must not attempt its relative imports then."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("__init__", REPO / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {}
