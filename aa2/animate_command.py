@@ -34,7 +34,6 @@ from .errors import AA2Cancelled, AA2InputError, AA2WeightsError
 from .pipeline.inputs import AnimationInputs, SamplingSettings
 from .video_io import (
     check_frame_counts,
-    check_output_path,
     frame_rate,
     frame_size,
     output_size,

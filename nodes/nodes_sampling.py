@@ -13,7 +13,7 @@ from einops import rearrange
 from ..aa2.errors import AA2InputError
 from ..aa2.pipeline.animate import animate
 from ..aa2.pipeline.inputs import AnimationInputs, SamplingSettings
-from ..aa2.pipeline.reference import EncodedReference, encode_reference
+from ..aa2.pipeline.reference import encode_reference
 from ..aa2.sampling.schedulers import SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
 from . import host

@@ -8,7 +8,6 @@ import re
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from einops import repeat
 
 from aa2.config import UNetShape, tiny
 from aa2.errors import AA2InputError

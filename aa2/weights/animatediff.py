@@ -20,9 +20,7 @@ to write fixtures in the real layout and proved by round trip through diffusers'
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from torch import nn
 
 from ..config import MotionShape, UNetShape
 from ..errors import AA2WeightsError
-from .files import PICKLE_SUFFIXES, StateDict, load_strict, read_state_dict, write_safetensors
+from .files import PICKLE_SUFFIXES, StateDict, load_strict, read_state_dict, write_pickle, write_safetensors
 from .ldm import describe_weights
 
 WHAT = "AnimateDiff motion module"
@@ -185,18 +183,9 @@ def write_motion_module(path: str | Path, adapter: nn.Module | Mapping[str, torc
     original = motion_module_to_original(adapter)
     if path.suffix.lower() not in PICKLE_SUFFIXES:
         return write_safetensors(path, original)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        # the released .ckpt files are a bare {name: tensor} dict; copies keep shared or strided
-        # storage (the two positional tables of a block, views) out of the file
-        torch.save({k: v.to("cpu").contiguous().clone() for k, v in original.items()}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    # the released .ckpt files are a bare {name: tensor} dict; copies keep shared or strided
+    # storage (the two positional tables of a block, views) out of the file
+    return write_pickle(path, {k: v.to("cpu").contiguous().clone() for k, v in original.items()})
 
 
 # ---------------------------------------------------------------- internals

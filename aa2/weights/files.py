@@ -90,6 +90,23 @@ def write_safetensors(
     return path
 
 
+def write_pickle(path: str | Path, payload: object) -> Path:
+    """`torch.save` atomically (temporary file, then `os.replace`), for formats that are pickles:
+    original SD `.ckpt`, AnimateDiff `.ckpt`, Moore-AnimateAnyone `.pth`. Only plain containers of
+    tensors are written, so the files load with `weights_only=True`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
 def load_strict(
     module: nn.Module, state: Mapping[str, torch.Tensor], what: str, source: str, assign: bool = True
 ) -> nn.Module:

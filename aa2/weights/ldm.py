@@ -13,20 +13,17 @@ used to write test fixtures in the real format and proved by round trip through 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
 from ..config import UNetShape, VAEShape
 from ..errors import AA2WeightsError
-from .files import PICKLE_SUFFIXES, StateDict, load_strict, read_state_dict, write_safetensors
+from .files import PICKLE_SUFFIXES, StateDict, load_strict, read_state_dict, write_pickle, write_safetensors
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -391,17 +388,7 @@ def _rename(key: str, prefixes: list[tuple[str, str, dict[str, str]]], what: str
 
 
 def _write(path: str | Path, state: StateDict) -> Path:
-    path = Path(path)
-    if path.suffix.lower() not in PICKLE_SUFFIXES:
+    if Path(path).suffix.lower() not in PICKLE_SUFFIXES:
         return write_safetensors(path, state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        # the layout of original SD .ckpt files: the weights under "state_dict", beside a step count
-        torch.save({"state_dict": {k: v.contiguous() for k, v in state.items()}, "global_step": 0}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    # the layout of original SD .ckpt files: the weights under "state_dict", beside a step count
+    return write_pickle(path, {"state_dict": {k: v.contiguous() for k, v in state.items()}, "global_step": 0})

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from ..config import MIMO_SCHEDULER, MOORE_SCHEDULER, AA2Config
 from ..errors import AA2WeightsError
 from ..models.aa2_model import ModelParts
 from .animatediff import motion_module_to_original, read_motion_module
-from .files import read_state_dict
+from .files import read_state_dict, write_pickle
 from .shapes import infer_pose_shape, infer_unet_shape
 
 FILES = ("denoising_unet.pth", "reference_unet.pth", "pose_guider.pth", "motion_module.pth")
@@ -90,8 +89,8 @@ def write_moore_folder(folder: str | Path, model) -> Path:
     spatial = {k: v.clone() for k, v in unet.items() if ".motion_modules." not in k}
     keep = 8 if model.config.use_environment else 4
     spatial["conv_in.weight"] = spatial["conv_in.weight"][:, :keep].clone()
-    torch.save(spatial, folder / FILES[0])
-    torch.save({k: v.clone() for k, v in model.reference_net.state_dict().items()}, folder / FILES[1])
-    torch.save(dict(model.denoising_net.pose_modulation.skeleton_guider.state_dict()), folder / FILES[2])
-    torch.save(motion_module_to_original(model.denoising_net.unet, model.config.motion), folder / FILES[3])
+    write_pickle(folder / FILES[0], spatial)
+    write_pickle(folder / FILES[1], {k: v.clone() for k, v in model.reference_net.state_dict().items()})
+    write_pickle(folder / FILES[2], dict(model.denoising_net.pose_modulation.skeleton_guider.state_dict()))
+    write_pickle(folder / FILES[3], motion_module_to_original(model.denoising_net.unet, model.config.motion))
     return folder
