@@ -297,7 +297,6 @@ def test_host_widget_values_have_the_declared_types(workflows):
                     assert next(values) == host.extra[name]
 
 
-@pytest.mark.xfail(strict=False, reason="README weight table pending")
 def test_readme_lists_every_download():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     missing = [entry for entry in builder.DOWNLOADS if PurePosixPath(entry).name not in readme]
