@@ -37,39 +37,8 @@ from aa2.conditioning.sam2_segment import (
 )
 from aa2.errors import AA2InputError, AA2WeightsError
 
-C, MEM, SIZE = 32, 16, 64  # hidden width, memory width, input size (feature map SIZE / 16)
-
-
-def micro_config(hidden: int = C) -> dict:
-    """Overrides on the bundled SAM2.1 tiny config that shrink it to ~0.64 M parameters.
-
-    num_maskmem=3 and max_obj_ptrs_in_encoder=3 give a memory horizon of 4 frames, so a
-    16-frame clip exercises the bounded memory.
-    """
-    from omegaconf import OmegaConf
-
-    base = OmegaConf.load(str(resources.files("sam2") / "configs/sam2.1/sam2.1_hiera_t.yaml"))
-    feat = [SIZE // 16, SIZE // 16]
-    micro = {"model": {
-        "image_size": SIZE, "num_maskmem": 3, "max_obj_ptrs_in_encoder": 3,
-        "image_encoder": {
-            "trunk": {"embed_dim": 8, "num_heads": 1, "stages": [1, 1, 2, 1],
-                      "global_att_blocks": [3], "window_pos_embed_bkg_spatial_size": [4, 4]},
-            "neck": {"d_model": hidden, "backbone_channel_list": [64, 32, 16, 8],
-                     "position_encoding": {"num_pos_feats": hidden}},
-        },
-        "memory_attention": {"d_model": hidden, "num_layers": 1, "layer": {
-            "d_model": hidden, "dim_feedforward": 64,
-            "self_attention": {"embedding_dim": hidden, "feat_sizes": feat},
-            "cross_attention": {"embedding_dim": hidden, "feat_sizes": feat, "kv_in_dim": MEM},
-        }},
-        "memory_encoder": {
-            "out_dim": MEM, "in_dim": hidden, "position_encoding": {"num_pos_feats": MEM},
-            "mask_downsampler": {"embed_dim": hidden},
-            "fuser": {"num_layers": 1, "layer": {"dim": hidden}},
-        },
-    }}
-    return OmegaConf.to_container(OmegaConf.merge(base, micro))
+from sam2_micro import IMAGE_SIZE as SIZE
+from sam2_micro import micro_config  # the ~0.64 M-parameter SAM2 shared with the data-preparation tests
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,9 +4,9 @@ Same weights, shapes, frames, steps, guidance scale and size on both sides; each
 subprocess so its peak RSS is its own. Moore's code is read from a local checkout and never copied
 here (the issue forbids committing it):
 
-    git --git-dir=/path/to/Moore-AnimateAnyone.git archive HEAD | tar -x -C /tmp/moore
-    .venv/bin/python -m tools.moore_bench /tmp/moore                          # tiny preset, CPU
-    .venv/bin/python -m tools.moore_bench /tmp/moore --presets tiny,sd15 --size 256x256 --frames 4
+    git clone https://github.com/MooreThreads/Moore-AnimateAnyone MOORE_CHECKOUT
+    .venv/bin/python -m tools.moore_bench MOORE_CHECKOUT                          # tiny preset, CPU
+    .venv/bin/python -m tools.moore_bench MOORE_CHECKOUT --presets tiny,sd15 --size 256x256 --frames 4
 
 Weights. `tiny`: the Moore folder `make_tiny_weights` writes (`animateanyone2/aa2-tiny-moore` with its
 VAE and CLIP vision files). `sd15`: SD1.5 + AnimateDiff v2 + CLIP ViT-L/14 shapes, random, written once
