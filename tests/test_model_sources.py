@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMo
 from aa2.cli import main
 from aa2.config import MOORE_SCHEDULER, MotionShape
 from aa2.errors import AA2WeightsError
+from aa2.models.denoising_net import DenoisingConditions
 from aa2.models.motion_norm import use_frame_norm
 from aa2.weights.checkpoint import read_checkpoint
 from aa2.weights.sources import ModelSources, base_kind, load_model, read_sources
@@ -149,6 +150,27 @@ def test_convert_moore_folder_keeps_its_forward_pass_and_schedule(paths, tmp_pat
             model.bind_reference(model.encode_reference(latents[:, :, 0], context))
         a, b = (m.denoising_net(latents, 10, context) for m in (direct, converted))
     assert torch.equal(a, b)
+
+
+def test_moore_weights_leave_out_the_parts_they_never_trained_unless_training_asks(paths):
+    """Inference from Animate Anyone 1 weights carries no object guider, blending or depth branch; training
+    from them (`new_parts`) gets those parts freshly built, starting as identities, and the same output."""
+    bare = load_model(_sources(paths, "moore"))
+    full = load_model(_sources(paths, "moore").replace(new_parts=True))
+    assert bare.denoising_net.object_guider is None and bare.denoising_net.spatial_blend is None
+    assert bare.denoising_net.pose_modulation.depth_guider is None
+    assert full.denoising_net.object_guider is not None and full.denoising_net.pose_modulation.depth_guider is not None
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(full) > count(bare)
+    latents, context = _inputs(2)
+    pose = torch.rand(1, 3, FRAMES, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = []
+        for model in (bare, full):
+            model.bind_reference(model.encode_reference(latents[:, :, 0], context))
+            conditions = DenoisingConditions(pose_features=model.denoising_net.pose_modulation(pose))
+            outs.append(model.denoising_net(latents, 10, context, conditions))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
 
 
 def test_convert_to_half_precision_halves_the_file_and_still_loads(paths, tmp_path):

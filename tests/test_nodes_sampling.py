@@ -100,6 +100,13 @@ def test_chainer_renders_more_frames_than_one_clip(nodes, hosted):
     assert out.shape == (frames, H, W, 3) and latent["samples"].shape[2] == frames
 
 
+def test_chainer_with_one_clip_equals_the_sampler(nodes, hosted, pose):
+    one, one_latent = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose)
+    chained, chained_latent = _run(nodes.nodes_sampling.LongVideoChainer(), hosted, pose, clip_length=F,
+                                   motion_frames=1, overlap=0)
+    assert torch.equal(one, chained) and torch.equal(one_latent["samples"], chained_latent["samples"])
+
+
 def test_one_mask_serves_every_frame_and_sizes_are_fitted_to_the_pose(nodes, hosted, pose):
     big = torch.nn.functional.interpolate(_image().permute(0, 3, 1, 2), size=(128, 128)).permute(0, 2, 3, 1)
     frames, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, driving_frames=big, agnostic_mask=_mask(1))

@@ -237,6 +237,14 @@ def test_k_diffusion_samplers_drive_the_model_with_their_own_sigmas(tiny_model, 
         animate(tiny_model, inputs, FAST, sigmas=sigmas)
 
 
+def test_frames_per_vae_call_change_memory_not_the_video(tiny_model):
+    inputs = _inputs(frames=5)
+    one, many = (animate(tiny_model, inputs, SamplingSettings(steps=1, clip_length=5, vae_chunk=n)) for n in (1, 4))
+    assert SamplingSettings().vae_chunk == 1  # the default keeps the decoder's peak lowest
+    torch.testing.assert_close(one.frames, many.frames, atol=1e-5, rtol=0)  # batch size changes CPU summation order
+    assert not torch.equal(one.frames[0], one.frames[1])
+
+
 def test_model_in_bfloat16_renders_float_frames(tiny_weights):
     model = load_model(ModelSources.from_path(tiny_weights / "animateanyone2" / "aa2-tiny.safetensors"))
     model.to(torch.bfloat16)
@@ -259,6 +267,13 @@ def test_bad_inputs_are_refused_before_sampling(tiny_model, change, message):
     change(inputs)
     with pytest.raises(AA2InputError, match=message):
         animate(tiny_model, inputs, FAST)
+
+
+@pytest.mark.parametrize("part,message", [("depth", "no depth branch"), ("objects", "no object guider")])
+def test_inputs_for_parts_the_weights_lack_are_refused_not_dropped(moore_model, part, message):
+    inputs = _inputs(frames=4, objects=part == "objects", depth=part == "depth")
+    with pytest.raises(AA2InputError, match=message):
+        animate(moore_model, inputs, FAST)
 
 
 @pytest.mark.parametrize("settings,message", [

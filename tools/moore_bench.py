@@ -142,7 +142,7 @@ def run_ours(spec: dict) -> dict:
 
     def call(steps: int, progress=None):
         settings = SamplingSettings(steps=steps, cfg=spec["cfg"], seed=0, clip_length=spec["clip_length"],
-                                    vae_chunk=spec["vae_chunk"])
+                                    vae_chunk=spec["vae_chunk"] or SamplingSettings().vae_chunk)
         return animate(model, inputs, settings, progress=progress)
 
     parts = {"DenoisingNet": "denoising UNet", "PoseModulation": "pose guider",
@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", type=int, default=4, help="also run a video this many times longer (0: no)")
     parser.add_argument("--long-presets", default="tiny", help="presets that get the long run too")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--vae-chunk", type=int, default=8, help="our frames per VAE call (Moore's decodes 1)")
+    parser.add_argument("--vae-chunk", type=int, default=0,
+                        help="our frames per VAE call; 0: SamplingSettings' default (Moore's decodes 1)")
     parser.add_argument("--weights-dir", type=Path, default=Path("/tmp/aa2-bench-weights"))
     parser.add_argument("--sides", default="aa2,moore", help="which pipelines to run: aa2, moore")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting call")

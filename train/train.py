@@ -75,6 +75,7 @@ def load_start_model(config: TrainConfig) -> AA2Model:
         image_encoder=Path(m.image_encoder) if m.image_encoder else None,
         vae=Path(m.vae) if m.vae else None,
         fusion=m.fusion,
+        new_parts=True,  # from Moore-AnimateAnyone weights: the object guider and depth branch start fresh
     )
     model = load_model(sources)
     model.config = model.config.replace(scheduler=training_schedule(model.config.scheduler, config.loss))

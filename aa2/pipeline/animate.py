@@ -62,6 +62,23 @@ def resolve_environment_mode(model: AA2Model, mode: str, has_environment: bool) 
     return use_input, "blend" in mode
 
 
+def check_model_takes(model: AA2Model, inputs: AnimationInputs) -> None:
+    """Refuse inputs this model has no part for, rather than dropping them unseen."""
+    net = model.denoising_net
+    if inputs.depth is not None and net.pose_modulation.depth_guider is None:
+        raise AA2InputError(
+            "depth was given, but this model has no depth branch (Moore-AnimateAnyone / MIMO weights never "
+            "learned depth, so it is left out when they are loaded): disconnect the depth, or load weights "
+            "trained with depth-wise pose modulation"
+        )
+    if inputs.objects is not None and net.object_guider is None:
+        raise AA2InputError(
+            "object frames were given, but this model has no object guider (Moore-AnimateAnyone / MIMO weights "
+            "never learned one, so it is left out when they are loaded): disconnect the objects — the "
+            "environment outside the character's mask still keeps them — or load Animate Anyone 2 weights"
+        )
+
+
 @torch.no_grad()
 def animate(
     model: AA2Model,
@@ -78,6 +95,7 @@ def animate(
     """Render every frame of `inputs`. `latents` (`[1, 4, F, h, w]`, unit variance) replaces the seeded
     initial noise; `sampler` + `sigmas` replace the named scheduler with a k-diffusion-style sampler."""
     inputs.validate()
+    check_model_takes(model, inputs)
     config = model.config
     length = settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
     height, width = inputs.size
@@ -142,7 +160,7 @@ def _clip_conditions(model, inputs: AnimationInputs, plan: ClipPlan, use_input: 
 
     conditions = DenoisingConditions()
     conditions.pose_features = net.pose_modulation(clip(inputs.pose), clip(inputs.depth))
-    if inputs.objects is not None and net.object_guider is not None:
+    if inputs.objects is not None:
         object_latents = encode_frames(model.vae, inputs.objects[window], settings.vae_chunk)
         conditions.object_features = net.encode_objects(object_latents.to(param.dtype))
     env_latents = env_mask = None

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from ..errors import AA2InputError
+from .vae_codec import DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
 
@@ -92,7 +93,7 @@ class SamplingSettings:
     environment: EnvironmentMode = "auto"
     paste_environment: bool = False  # put the exact driving pixels back outside the feathered mask
     feather: int = 8  # pixels of soft edge for pasting
-    vae_chunk: int = 8  # frames per VAE call
+    vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call: 1 keeps the decoder's peak lowest
 
     def validate(self, trained_frames: int, max_frames: int) -> int:
         """Check the options; return the clip length to use."""

@@ -10,12 +10,17 @@ sampling uses the schedule the weights need.
 MIMO's `denoising_unet.pth` has an 8-channel `conv_in`: noise latents + the background video's
 latents. That is AA2's environment input without its mask channel, so such weights get the
 environment input, with the mask channel's weights at zero.
+
+Neither has weights for what Animate Anyone 2 adds: the object guider with its spatial blending, and
+the depth branch of the pose modulation. For inference they are left out (`new_parts=False`): built
+fresh they would do nothing — each starts as an identity — yet the object guider and blending alone
+are ~174 M parameters (0.7 GB in fp32). Training from these weights asks for them (`new_parts=True`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-
 
 from ..config import MIMO_SCHEDULER, MOORE_SCHEDULER, AA2Config
 from ..errors import AA2WeightsError
@@ -32,10 +37,13 @@ def is_moore_folder(path: str | Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in FILES[:3])
 
 
-def read_moore_folder(folder: str | Path, base: AA2Config | None = None) -> tuple[AA2Config, ModelParts]:
+def read_moore_folder(folder: str | Path, base: AA2Config | None = None, *,
+                      new_parts: bool = False) -> tuple[AA2Config, ModelParts]:
     """Read the four files into `ModelParts` and the config they imply.
 
     `motion_module.pth` may be absent when a separate AnimateDiff file is given instead.
+    `new_parts`: also build the AA2 parts these files have no weights for (object guider, spatial
+    blending, depth branch), freshly initialised — for training; without, the model has none.
     """
     folder = Path(folder)
     missing = [name for name in FILES[:3] if not (folder / name).is_file()]
@@ -53,9 +61,11 @@ def read_moore_folder(folder: str | Path, base: AA2Config | None = None) -> tupl
             f"{folder / FILES[0]} has a {in_channels}-channel conv_in; Moore-AnimateAnyone has 4 and MIMO 8."
         )
     pose_guider = read_state_dict(folder / FILES[2])
+    pose_shape = infer_pose_shape(pose_guider, str(folder / FILES[2]))
     config = (base or AA2Config()).replace(
         unet=unet_shape,
-        pose=infer_pose_shape(pose_guider, str(folder / FILES[2])),
+        pose=dataclasses.replace(pose_shape, use_depth=new_parts),
+        use_object_guider=new_parts,
         fusion="full",
         use_environment=in_channels == 8,
         scheduler=MIMO_SCHEDULER if in_channels == 8 else MOORE_SCHEDULER,

@@ -51,13 +51,18 @@ class ModelSources:
     image_encoder: Path | None = None
     vae: Path | None = None
     fusion: FusionMode | None = None  # override the base's reference-attention mode
+    # Build the AA2 parts a Moore-AnimateAnyone / MIMO base has no weights for (object guider +
+    # spatial blending, depth branch), freshly initialised: what training from those weights needs.
+    # Other bases are unaffected: an SD1.5 base always gets every part, a pack checkpoint has its own.
+    new_parts: bool = False
 
     @classmethod
     def from_path(cls, path: str | Path) -> "ModelSources":
         return cls(base=Path(path))
 
     def replace(self, **changes) -> "ModelSources":
-        return dataclasses.replace(self, **{k: Path(v) if k != "fusion" and v is not None else v
+        paths = ("base", "motion_module", "image_encoder", "vae")
+        return dataclasses.replace(self, **{k: Path(v) if k in paths and v is not None else v
                                             for k, v in changes.items()})
 
 
@@ -83,7 +88,10 @@ def base_kind(path: str | Path) -> str:
 def read_sources(sources: ModelSources) -> tuple[AA2Config, ModelParts]:
     """The config and the state dicts the files give, before any module is built."""
     kind = base_kind(sources.base)
-    config, parts = _READERS[kind](sources.base)
+    if kind == "moore":
+        config, parts = read_moore_folder(sources.base, new_parts=sources.new_parts)
+    else:
+        config, parts = _READERS[kind](sources.base)
     unet = config.unet
     if sources.motion_module is not None:
         motion_shape, parts.motion = read_motion_module(sources.motion_module, unet)
