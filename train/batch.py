@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as nnf
 
-from aa2.conditioning.augment import random_scale, training_reference
+from aa2.conditioning.augment import random_scale, scale_about, training_reference
 from aa2.conditioning.masks import environment_frames, latent_mask, shape_agnostic_mask
 from aa2.conditioning.sam2_segment import object_frames
 from aa2.conditioning.structured_depth import structured_depth
@@ -106,8 +105,8 @@ def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator,
     target, scaled_character, scaled_objects, scale = random_scale(
         frames, character, objects, scale_range=data.scale_range, generator=generator)
     if centre is not None and scale != 1.0:
-        skeleton = zoom(skeleton, scale, centre)
-        depth = zoom(depth[:, None], scale, centre)[:, 0]
+        skeleton = scale_about(skeleton, scale, centre)
+        depth = scale_about(depth[:, None], scale, centre)[:, 0]
 
     agnostic = shape_agnostic_mask(scaled_character, random_blocks=True, generator=generator)
     if bool(sample.get("has_depth", False)):
@@ -173,21 +172,6 @@ def build_batch(model: AA2Model, samples: Sequence[Sample], data: DataSettings, 
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
         clips.append(prepare_clip(moved, data, generator, single_frame=single_frame, backgrounds=backgrounds))
     return encode_batch(model, clips)
-
-
-def zoom(maps: torch.Tensor, scale: float, centre: tuple[float, float]) -> torch.Tensor:
-    """`maps [F, C, H, W]` scaled by `scale` about `centre = (y, x)` pixels: out(p) = in(c + (p - c) / s).
-
-    The transform `random_scale` applies to the character, applied to whole pose maps (they have no
-    background to keep); zeros come in from outside.
-    """
-    count, _, height, width = maps.shape
-    cy, cx = centre
-    ys = (torch.arange(height, device=maps.device, dtype=torch.float64) + 0.5 - cy) / scale + cy
-    xs = (torch.arange(width, device=maps.device, dtype=torch.float64) + 0.5 - cx) / scale + cx
-    gy, gx = torch.meshgrid(2 * ys / height - 1, 2 * xs / width - 1, indexing="ij")
-    grid = torch.stack([gx, gy], dim=-1)[None].to(maps.dtype).expand(count, -1, -1, -1)
-    return nnf.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _box_centre(mask: torch.Tensor) -> tuple[float, float] | None:

@@ -99,11 +99,9 @@ def random_scale(
     top, bottom, left, right = _union_box(boxes)
     # Box centre in continuous pixel coordinates (pixel i spans [i, i+1)).
     cy, cx = (top + bottom) / 2, (left + right) / 2
-    grid = _scale_grid(height, width, cy, cx, scale, frames.device, dtype)
-    grid = grid.expand(count, -1, -1, -1)
 
     def warp(x: torch.Tensor) -> torch.Tensor:  # [F, C, H, W]
-        return nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return scale_about(x, scale, (cy, cx))
 
     foreground = char if obj is None else torch.maximum(char, obj.amax(dim=0))
     scaled_frames = warp(frames)
@@ -198,16 +196,20 @@ def _check_frames(frames: object) -> None:
         raise AA2InputError(f"Frames must be float in 0..1; got {frames.dtype}.")
 
 
-def _scale_grid(
-    height: int, width: int, cy: float, cx: float, scale: float,
-    device: torch.device, dtype: torch.dtype,
-) -> torch.Tensor:
-    """grid_sample grid `[1, H, W, 2]` for out(p) = in(c + (p - c) / s), pixel-centre coords."""
-    ys = (torch.arange(height, device=device, dtype=torch.float64) + 0.5 - cy) / scale + cy
-    xs = (torch.arange(width, device=device, dtype=torch.float64) + 0.5 - cx) / scale + cx
+def scale_about(maps: torch.Tensor, scale: float, centre: tuple[float, float]) -> torch.Tensor:
+    """`maps [F, C, H, W]` scaled by `scale` about `centre = (y, x)`: out(p) = in(c + (p - c) / s).
+
+    Pixel-centre coordinates (pixel i spans [i, i+1)); zeros come in from outside the frame. The one
+    transform of `random_scale`, which training also applies to the pose maps of a scaled clip.
+    """
+    count, _, height, width = maps.shape
+    cy, cx = centre
+    ys = (torch.arange(height, device=maps.device, dtype=torch.float64) + 0.5 - cy) / scale + cy
+    xs = (torch.arange(width, device=maps.device, dtype=torch.float64) + 0.5 - cx) / scale + cx
     # align_corners=False: normalised -1..1 spans the pixels' outer edges.
     gy, gx = torch.meshgrid(2 * ys / height - 1, 2 * xs / width - 1, indexing="ij")
-    return torch.stack([gx, gy], dim=-1)[None].to(dtype)
+    grid = torch.stack([gx, gy], dim=-1)[None].to(maps.dtype).expand(count, -1, -1, -1)
+    return nnf.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _centre_crop_size(height: int, width: int, aspect: float) -> tuple[int, int]:
