@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aa2.conditioning.augment import draw_scale, random_scale, training_reference
+from aa2.conditioning.augment import draw_scale, random_scale, scale_about, training_reference
 from aa2.errors import AA2InputError
 
 
@@ -29,6 +29,18 @@ def test_scale_one_is_the_identity():
     assert s == 1.0
     torch.testing.assert_close(out, frames, rtol=0, atol=1e-5)
     assert torch.equal(char, character) and torch.equal(obj, objects)
+
+
+def test_pose_maps_scaled_about_the_box_centre_stay_on_the_scaled_character():
+    """Training scales the skeleton with `scale_about` about the character's union box centre; a map
+    drawn where the character is must land where random_scale puts the character."""
+    frames, character, _ = clip()
+    _, scaled, _, s = random_scale(frames, character, scale=0.6)
+    ys, xs = character.amax(0).nonzero(as_tuple=True)
+    centre = ((int(ys.min()) + int(ys.max()) + 1) / 2, (int(xs.min()) + int(xs.max()) + 1) / 2)
+    maps = scale_about(character[:, None].repeat(1, 3, 1, 1), s, centre)
+    assert torch.equal((maps[:, 0] >= 0.5).float(), scaled)
+    assert float(scaled.sum()) < 0.5 * float(character.sum())
 
 
 @pytest.mark.parametrize("scale", [0.5, 0.75])
