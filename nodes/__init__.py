@@ -6,9 +6,9 @@ has a top-level `nodes` module of its own.
 """
 
 from . import host  # registers the model folders before any INPUT_TYPES lists them
-from . import nodes_masks, nodes_model, nodes_pose, nodes_sampling, nodes_segment
+from . import nodes_extract, nodes_masks, nodes_model, nodes_pose, nodes_sampling, nodes_segment
 
-_MODULES = (nodes_model, nodes_masks, nodes_pose, nodes_segment, nodes_sampling)
+_MODULES = (nodes_model, nodes_masks, nodes_pose, nodes_extract, nodes_segment, nodes_sampling)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

@@ -44,8 +44,8 @@ except ImportError:
 MODELS_DIR_VARIABLE = "AA2_MODELS_DIR"
 PACK_FOLDER = "animateanyone2"
 # Folders the pack registers when the host does not have them yet: its own, AnimateDiff-Evolved's
-# (so its users' motion modules are found), and the ones SAM2 / Sapiens packs keep their files in.
-OWN_FOLDERS = (PACK_FOLDER, "animatediff_models", "sam2", "sapiens")
+# (so its users' motion modules are found), and the ones SAM2 / Sapiens / DWPose packs keep their files in.
+OWN_FOLDERS = (PACK_FOLDER, "animatediff_models", "sam2", "sapiens", "dwpose")
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 
 _models_dir_override: Path | None = None
@@ -89,14 +89,15 @@ def folder_roots(folder: str) -> list[Path]:
 
 
 def list_models(folder: str, files: bool = True, folders: Callable[[Path], bool] | None = None,
-                suffix: str = "") -> list[str]:
+                suffix: str = "", extensions: tuple[str, ...] = WEIGHT_SUFFIXES) -> list[str]:
     """Dropdown entries `"<folder>/<relative path>"` under every root of `folder`, sorted.
 
-    files: list weight files (.safetensors, .ckpt, …). folders: list directories for which this
-    returns True (a Moore-AnimateAnyone folder, a diffusers folder); such a directory is one entry
-    and is not searched further. suffix: appended to folder entries (`"/vae"` lists a diffusers
-    folder's VAE as `diffusers/<name>/vae`). Linked directories are offered when they match but
-    never entered (see `resolve_model`). Never raises: a listing error hides entries, not the node.
+    files: list files ending in one of `extensions` (weight files: .safetensors, .ckpt, …).
+    folders: list directories for which this returns True (a Moore-AnimateAnyone folder, a
+    diffusers folder); such a directory is one entry and is not searched further. suffix:
+    appended to folder entries (`"/vae"` lists a diffusers folder's VAE as `diffusers/<name>/vae`).
+    Linked directories are offered when they match but never entered (see `resolve_model`).
+    Never raises: a listing error hides entries, not the node.
     """
     names: set[str] = set()
     for root in folder_roots(folder):
@@ -114,7 +115,7 @@ def list_models(folder: str, files: bool = True, folders: Callable[[Path], bool]
                 subdirs[:] = keep
                 if files:
                     names.update(_entry(folder, root, here / f) for f in filenames
-                                 if f.lower().endswith(WEIGHT_SUFFIXES) and not f.startswith("."))
+                                 if f.lower().endswith(extensions) and not f.startswith("."))
         except OSError:
             continue
     return sorted(names, key=str.lower)

@@ -118,7 +118,7 @@ def test_registration_adds_only_missing_folders_and_roots_come_from_the_host(hos
     )
     monkeypatch.setattr(host, "folder_paths", fake)
     host.register_model_folders()
-    assert added == {name: f"/comfy/models/{name}" for name in ("animateanyone2", "sam2", "sapiens")}
+    assert added == {name: f"/comfy/models/{name}" for name in ("animateanyone2", "sam2", "sapiens", "dwpose")}
     assert [str(p) for p in host.folder_roots("animatediff_models")] == yaml_paths
     assert host.folder_roots("never_registered") == []  # a KeyError must not escape INPUT_TYPES
 

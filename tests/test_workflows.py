@@ -218,8 +218,10 @@ def test_node_types_are_ours_core_or_controlnet_aux(workflows, pack):
     used = {n["type"] for wf in workflows.values() for n in wf["nodes"]}
     assert used <= set(pack.NODE_CLASS_MAPPINGS) | CORE | CONTROLNET_AUX | {"Note"}, used
     # every node of ours appears in some workflow, so a user finds it wired up; AA2ObjectFrames takes
-    # masks from other packs' nodes (ObjectSegment cuts its own object frames), so none needs it.
-    assert set(pack.NODE_CLASS_MAPPINGS) - used == {"AA2ObjectFrames"}
+    # masks from other packs' nodes (ObjectSegment cuts its own object frames), so none needs it, and
+    # the extraction nodes stand in for comfyui_controlnet_aux's DWPose / depth nodes the workflows use.
+    extraction = {"AA2SapiensPose", "AA2SapiensDepth", "AA2DWPose"}
+    assert set(pack.NODE_CLASS_MAPPINGS) - used == {"AA2ObjectFrames"} | extraction
 
 
 @pytest.mark.parametrize("name", NAMES)
