@@ -26,8 +26,8 @@ class AA2LoadSAM2:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (host.list_models("sam2"), {"tooltip": "A file from models/sam2, e.g. sam2.1_hiera_small.pt."}),
-            "precision": (["fp32", "bf16"], {"default": "fp32", "tooltip": "bf16 runs under autocast on GPUs that "
-                          "support it (SAM2 keeps its memory in bf16, so fp16 is not offered)."}),
+            "precision": (["fp32", "bf16", "fp16"], {"default": "fp32", "tooltip": "bf16 / fp16 run under autocast "
+                          "(fp32 weights): bf16 on recent GPUs and CPUs, fp16 on GPUs without bf16."}),
         }}
 
     def load(self, model, precision="fp32"):

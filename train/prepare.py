@@ -208,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
                    "images; default), depth = larger is farther")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="cpu", help="device for SAM2 and Sapiens (cpu, cuda, cuda:1, mps)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="SAM2 precision")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="SAM2 precision")
     g.add_argument("--redo", action="store_true", help="prepare every video again, even complete ones")
     return p
 

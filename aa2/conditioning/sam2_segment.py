@@ -30,12 +30,15 @@ windows and re-seeding each with the previous window's last mask — forgets the
 frame (which is what keeps the chosen person in a multi-person video) and feeds a thresholded
 mask back at every seam, so errors compound; it buys nothing the pruning does not.
 
-Precision. bf16 runs under `torch.autocast` with fp32 weights, as Meta runs SAM2: its code casts
-input to float32 and mixes parameters into activations outside autocast's op list, so half
-weights break it. fp16 is refused with a message: SAM2 1.x always stores its memory bank in
-bfloat16 and concatenates it with the (float16) object pointers, which autocast rejects
-("Unexpected floating ScalarType"), on every device. bf16 works on CPU, MPS and all CUDA GPUs
-(emulated, slower, before Ampere); fp32 is the fallback.
+Precision. bf16 and fp16 run under `torch.autocast` with fp32 weights, as Meta runs SAM2: its code
+casts input to float32 and mixes parameters into activations outside autocast's op list, so half
+weights break it. SAM2 1.x stores every frame's mask memory in bfloat16 whatever the autocast
+type, and under fp16 autocast the `torch.cat` of those memories with the (float16) object
+pointers fails ("Unexpected floating ScalarType"). So in fp16 the stored memories are recast to
+float16 between frames (`_store_memory_as`), before any later frame reads them — the same two
+bytes per value sam2 keeps, in the type the rest of the step computes in. bf16 works on CPU, MPS
+and all CUDA GPUs (emulated, slower, before Ampere); fp16 suits GPUs without bf16; fp32 is the
+fallback.
 
 Images. The same path segments one image (a one-frame video). `SAM2ImagePredictor` is not used:
 it needs torchvision (`sam2.utils.transforms`), as does `automatic_mask_generator`.
@@ -158,17 +161,11 @@ def load_sam2(
     config: None picks the bundled config from the file name, then from the weights' shapes; or a
         bundled name (`"sam2.1_hiera_t"`, `"sam2.1/sam2.1_hiera_b+.yaml"`), a yaml path, or a
         mapping with a `model` node (the tests' micro config).
-    device: "cpu", "cuda", "cuda:1", "mps". precision: "fp32" or "bf16" (autocast); "fp16" is
-        refused with the reason (module docstring).
+    device: "cpu", "cuda", "cuda:1", "mps". precision: "fp32", or "bf16" / "fp16" (autocast
+        over fp32 weights; module docstring).
     """
-    if precision == "fp16":
-        raise AA2InputError(
-            "SAM2 cannot track in fp16: its video predictor keeps its memory in bfloat16 and "
-            "mixing the two fails inside sam2. Use precision='bf16' (CPU, MPS, any CUDA GPU) or "
-            "'fp32'."
-        )
     if precision not in _DTYPES:
-        raise AA2InputError(f"precision must be 'fp32' or 'bf16'; got {precision!r}.")
+        raise AA2InputError(f"precision must be 'fp32', 'bf16' or 'fp16'; got {precision!r}.")
     device = _check_device(device)
     file = _resolve_file(Path(path))
     state_dict = _read_state_dict(file)
@@ -249,6 +246,9 @@ def segment_video(
         for obj_id, prompt in enumerate(prompts):
             _add_prompt(predictor, state, prompt_frame, obj_id, prompt)
 
+        # The prompt frames' memories are encoded here (propagate_in_video repeats it as a no-op).
+        predictor.propagate_in_video_preflight(state)
+        _store_memory_as(state, model)
         horizon = memory_horizon(predictor)
         done = 0
         # Forward from the prompt frame to the end, then backward to the start; the prompt frame
@@ -260,6 +260,7 @@ def segment_video(
                 state, start_frame_idx=prompt_frame, reverse=reverse
             )
             for frame_idx, _, logits in passes:
+                _store_memory_as(state, model)
                 masks = rearrange(logits, "o 1 h w -> o h w").float().cpu()
                 out[:, frame_idx] = masks > threshold if threshold is not None else masks
                 if bounded_memory:
@@ -708,6 +709,18 @@ def _prune_state(state: dict, frame_idx: int, prompt_frame: int, horizon: int) -
         for t in [t for t in stored
                   if abs(t - frame_idx) > horizon and abs(t - prompt_frame) > horizon]:
             del stored[t]
+
+
+def _store_memory_as(state: dict, model: SAM2Model) -> None:
+    """In fp16, recast the mask memories sam2 stored in bfloat16 (see the module docstring)."""
+    if model.precision != "fp16":
+        return
+    for outputs in state["output_dict_per_obj"].values():
+        for stored in (outputs["cond_frame_outputs"], outputs["non_cond_frame_outputs"]):
+            for out in stored.values():
+                features = out.get("maskmem_features")
+                if features is not None and features.dtype == torch.bfloat16:
+                    out["maskmem_features"] = features.to(torch.float16)
 
 
 def _stored_frames(state: dict) -> int:
