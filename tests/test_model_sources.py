@@ -173,6 +173,19 @@ def test_moore_weights_leave_out_the_parts_they_never_trained_unless_training_as
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
 
 
+def test_info_says_what_each_base_is_and_what_it_still_needs(paths, capsys):
+    assert main(["info", str(paths["moore"])]) == 0
+    moore = capsys.readouterr().out
+    assert "Moore-AnimateAnyone folder" in moore and "v_prediction" in moore and "trailing" in moore
+    assert "object guider + spatial blending left out" in moore and "needs besides: vae, image_encoder" in moore
+    assert main(["info", str(paths["sd15"])]) == 0
+    sd15 = capsys.readouterr().out
+    assert "SD1.5 single-file checkpoint" in sd15 and "add a motion module" in sd15
+    assert main(["info", str(paths["pack"])]) == 0
+    pack = capsys.readouterr().out
+    assert "pack checkpoint" in pack and "needs besides" not in pack and "depth branch built" in pack
+
+
 def test_convert_to_half_precision_halves_the_file_and_still_loads(paths, tmp_path):
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
     assert main(["convert", str(paths["pack"]), str(full), "--dtype", "fp32"]) == 0

@@ -148,11 +148,17 @@ def describe(path: str | Path) -> str:
         f"environment input: {config.use_environment}",
         f"  schedule: {scheduler.prediction_type}, zero-terminal SNR {scheduler.rescale_betas_zero_snr}, "
         f"{scheduler.timestep_spacing} timesteps, {scheduler.beta_schedule} betas",
+        f"  Animate Anyone 2 parts: object guider + spatial blending {_yes(config.use_object_guider)}, "
+        f"depth branch {_yes(config.pose.use_depth)}",
         f"  holds: {', '.join(have)}",
     ]
     if lacks:
         lines.append(f"  needs besides: {', '.join(lacks)}")
     return "\n".join(lines)
+
+
+def _yes(built: bool) -> str:
+    return "built" if built else "left out (these weights never trained it)"
 
 
 # ------------------------------------------------------------------------------------ readers
