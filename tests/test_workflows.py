@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from test_sam2_segment import micro_files  # noqa: F401  (fixture: micro SAM2 written to disk)
+from test_sapiens import model_files  # noqa: F401  (fixture: Sapiens TorchScript stand-ins on disk)
 
 REPO = Path(__file__).resolve().parent.parent
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -219,9 +221,33 @@ def test_node_types_are_ours_core_or_controlnet_aux(workflows, pack):
     assert used <= set(pack.NODE_CLASS_MAPPINGS) | CORE | CONTROLNET_AUX | {"Note"}, used
     # every node of ours appears in some workflow, so a user finds it wired up; AA2ObjectFrames takes
     # masks from other packs' nodes (ObjectSegment cuts its own object frames), so none needs it, and
-    # the extraction nodes stand in for comfyui_controlnet_aux's DWPose / depth nodes the workflows use.
-    extraction = {"AA2SapiensPose", "AA2SapiensDepth", "AA2DWPose"}
-    assert set(pack.NODE_CLASS_MAPPINGS) - used == {"AA2ObjectFrames"} | extraction
+    # AA2DWPose stands in for comfyui_controlnet_aux's DWPose node that the other workflows use.
+    assert set(pack.NODE_CLASS_MAPPINGS) - used == {"AA2ObjectFrames", "AA2DWPose"}
+    # ...and the built-in extraction workflow needs no other pack
+    extraction = {n["type"] for n in workflows["aa2_builtin_extraction"]["nodes"]}
+    assert {"AA2SapiensPose", "AA2SapiensDepth"} <= extraction and not extraction & CONTROLNET_AUX, extraction
+
+
+def _feeds(workflow) -> set[tuple[str, str, str, str]]:
+    """Every link as (source type, output name, target type, input name)."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    return {(nodes[source]["type"], nodes[source]["outputs"][out_slot]["name"],
+             nodes[target]["type"], nodes[target]["inputs"][in_slot]["name"])
+            for _, source, out_slot, target, in_slot, _ in workflow["links"]}
+
+
+def test_builtin_extraction_wires_sapiens_into_pose_depth_modulate(workflows, declared, pack):
+    wf = workflows["aa2_builtin_extraction"]
+    assert {("ObjectSegment", "mask", "AA2SapiensPose", "mask"),  # the character mask's boxes are the person's
+            ("AA2SapiensPose", "pose_keypoints", "PoseDepthModulate", "pose_keypoints"),
+            ("AA2SapiensDepth", "depth", "PoseDepthModulate", "depth"),
+            ("AA2SapiensPose", "skeleton", "PreviewImage", "images"),
+            ("PoseDepthModulate", "pose", "AA2Sampler", "pose"),
+            ("ObjectSegment", "mask", "ShapeAgnosticMask", "mask")} <= _feeds(wf)
+    (modulate,) = [n for n in wf["nodes"] if n["type"] == "PoseDepthModulate"]
+    # Sapiens depth is far-is-bright: read with the inverse convention, the structured depth would be upside down
+    convention = _widget_values(modulate, declared)["depth_convention"]
+    assert pack.nodes.nodes_pose.CONVENTIONS[convention] == "depth"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -318,12 +344,15 @@ def test_nodes_do_not_overlap(workflows, name):
 # ----------------------------------------------------------------------------- running the workflows
 
 VIDEO_FRAMES, SIZE, FPS = 7, 64, 12.0
+SAPIENS_POSE, SAPIENS_DEPTH = (n for n in builder.DOWNLOADS if n.startswith("sapiens/"))  # as DOWNLOADS lists them
 # The weight table's files -> the tiny files of the same formats (make-tiny-weights).
 TINY = {
     "animateanyone2/aa2.safetensors": "animateanyone2/aa2-tiny.safetensors",
     "animateanyone2/moore-animateanyone": "animateanyone2/aa2-tiny-moore",
     "vae/vae-ft-mse-840000-ema-pruned.safetensors": "vae/aa2-tiny-vae.safetensors",
     "clip_vision/sd-image-variations-image_encoder.safetensors": "clip_vision/aa2-tiny-clip-vision.safetensors",
+    SAPIENS_POSE: "sapiens/aa2-tiny-pose308_torchscript.pt2",  # made by the fixture workflow_models
+    SAPIENS_DEPTH: "sapiens/aa2-tiny-depth_torchscript.pt2",
 }
 # Widget values scaled down for a CPU test (by input name, whichever node has it).
 SHRINK = {"width": SIZE, "height": SIZE, "steps": 2, "length": 4, "clip_length": 4,
@@ -333,6 +362,22 @@ SHRINK = {"width": SIZE, "height": SIZE, "steps": 2, "length": 4, "clip_length":
 @pytest.fixture(scope="module")
 def micro_sam2(pack, micro_files):  # noqa: F811
     return pack.aa2.conditioning.sam2_segment.load_sam2(micro_files["pt"], config=micro_files["yaml"])
+
+
+@pytest.fixture(scope="module")
+def workflow_models(tiny_weights, model_files, tmp_path_factory) -> Path:  # noqa: F811
+    """The tiny weights' folders (linked, left untouched for other tests) plus models/sapiens.
+
+    The Sapiens stand-ins have the real files' shapes (input [B, 3, 1024, 768]; 308 heatmaps at 1/4, as the
+    Goliath pose model the workflow names; one depth channel) and only pool the input, so they cost little.
+    """
+    root = tmp_path_factory.mktemp("workflow-models")
+    for folder in tiny_weights.iterdir():
+        (root / folder.name).symlink_to(folder, target_is_directory=folder.is_dir())
+    (root / "sapiens").mkdir()
+    shutil.copy(model_files[308], root / TINY[SAPIENS_POSE])
+    shutil.copy(model_files["depth"], root / TINY[SAPIENS_DEPTH])
+    return root
 
 
 def _stand_ins(pack, micro_sam2, sinks: list):
@@ -375,8 +420,10 @@ def _stand_ins(pack, micro_sam2, sinks: list):
     }
 
 
-def _run(workflow, pack, declared, stand_ins) -> None:
-    """Execute the graph in its saved order, inputs from widgets_values and links, as the server would."""
+def _run(workflow, pack, declared, stand_ins) -> dict[int, tuple]:
+    """Execute the graph in its saved order, inputs from widgets_values and links, as the server would.
+
+    Returns every node's outputs by node id."""
     links = {link[0]: link for link in workflow["links"]}
     results = {}
     for node in sorted(workflow["nodes"], key=lambda n: n["order"]):
@@ -395,20 +442,32 @@ def _run(workflow, pack, declared, stand_ins) -> None:
             cls = pack.NODE_CLASS_MAPPINGS[kind]
             results[node["id"]] = getattr(cls(), cls.FUNCTION)(**inputs)
             assert len(results[node["id"]]) == len(cls.RETURN_TYPES), kind
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(workflows, pack, declared, workflow_models, micro_sam2):
+    """`run(name)`: the workflow executed once, then remembered: (outputs by node id, sinks' inputs)."""
+    done = {}
+
+    def run(name):
+        if name not in done:
+            sinks = []
+            pack.nodes.host.set_models_dir(workflow_models)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # micro SAM2 and tiny UNets: on a busy machine, thread sync costs more
+            try:
+                done[name] = (_run(workflows[name], pack, declared, _stand_ins(pack, micro_sam2, sinks)), sinks)
+            finally:
+                torch.set_num_threads(threads)
+                pack.nodes.host.set_models_dir(None)
+        return done[name]
+    return run
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_workflow_runs_our_nodes_end_to_end_on_tiny_weights(workflows, pack, declared, tiny_weights, micro_sam2,
-                                                            name):
-    sinks = []
-    pack.nodes.host.set_models_dir(tiny_weights)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # micro SAM2 and tiny UNets: on a busy machine, thread sync costs more than the work
-    try:
-        _run(workflows[name], pack, declared, _stand_ins(pack, micro_sam2, sinks))
-    finally:
-        torch.set_num_threads(threads)
-        pack.nodes.host.set_models_dir(None)
+def test_workflow_runs_our_nodes_end_to_end_on_tiny_weights(workflows, runs, name):
+    _, sinks = runs(name)
     one_clip = any(n["type"] == "ImageFromBatch" for n in workflows[name]["nodes"])
     frames = SHRINK["length"] if one_clip else VIDEO_FRAMES
     (video,) = [inputs["video"] for kind, inputs in sinks if kind == "SaveVideo"]
@@ -417,3 +476,22 @@ def test_workflow_runs_our_nodes_end_to_end_on_tiny_weights(workflows, pack, dec
     assert torch.isfinite(images).all() and 0 <= float(images.min()) <= float(images.max()) <= 1
     previews = [inputs["images"] for kind, inputs in sinks if kind == "PreviewImage"]
     assert previews and all(p.shape[1:] == (SIZE, SIZE, 3) for p in previews)
+
+
+def test_builtin_extraction_runs_sapiens_into_the_sampler(workflows, runs):
+    results, sinks = runs("aa2_builtin_extraction")
+    by_type = {n["type"]: n["id"] for n in workflows["aa2_builtin_extraction"]["nodes"]}
+    keypoints, skeleton = results[by_type["AA2SapiensPose"]]
+    frames = SHRINK["length"]
+    assert len(keypoints) == frames and all(len(f["people"]) == 1 for f in keypoints)
+    assert all((f["canvas_width"], f["canvas_height"]) == (SIZE, SIZE) for f in keypoints)
+    # the stand-in's heatmaps peak on the crop's reddest pixel: every body point found, hands too (308 set)
+    person = keypoints[0]["people"][0]
+    assert all(c == 1 for c in person["pose_keypoints_2d"][2::3]) and person["hand_left_keypoints_2d"]
+    assert skeleton.shape == (frames, SIZE, SIZE, 3) and float(skeleton.max()) > 0  # drawn, not blank
+    assert any(inputs["images"] is skeleton for kind, inputs in sinks if kind == "PreviewImage")
+    (depth,) = results[by_type["AA2SapiensDepth"]]
+    assert depth.shape == (frames, SIZE, SIZE, 3) and float(depth.max()) == 1.0
+    pose = results[by_type["PoseDepthModulate"]][0]
+    assert pose["depth"] is not None and pose["depth"].shape[-2:] == (SIZE, SIZE)
+    assert torch.isfinite(pose["depth"]).all() and float(pose["skeleton"].max()) > 0

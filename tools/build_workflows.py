@@ -41,11 +41,17 @@ DOWNLOADS: dict[str, str] = {
     "clip_vision/sd-image-variations-image_encoder.safetensors": "CLIP ViT-L/14 vision with projection",
     "vae/vae-ft-mse-840000-ema-pruned.safetensors": "SD1.5 VAE",
     "sam2/sam2.1_hiera_small.pt": "SAM2.1 small",
+    "sapiens/sapiens_1b_goliath_coco_wholebody_mpii_crowdpose_aic_best_goliath_AP_640_torchscript.pt2":
+        "Sapiens pose 1B, 308 keypoints (facebook/sapiens-pose-1b-torchscript)",
+    "sapiens/sapiens_0.3b_render_people_epoch_100_torchscript.pt2":
+        "Sapiens depth 0.3B (facebook/sapiens-depth-0.3b-torchscript)",
 }
 # The pack's inputs whose dropdowns list model folders (their choices depend on the user's files).
 MODEL_INPUTS: dict[str, tuple[str, ...]] = {
     "LoadAA2Model": ("base", "motion_module", "clip_vision", "vae"),
     "AA2LoadSAM2": ("model",),
+    "AA2SapiensPose": ("model",),
+    "AA2SapiensDepth": ("model",),
 }
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -373,9 +379,7 @@ def _size(sockets: int, outputs: int, widgets: int, extra: int = 0) -> list[floa
 
 WIDTH, HEIGHT, CLIP_FRAMES = 512, 768, 16
 
-NOTE_COMMON = (
-    "Needs: comfyui_controlnet_aux (DWPose Estimator, Depth Anything V2), which downloads its own models; "
-    "SAM2 installed as the README says.\n\n"
+NOTE_STEPS = (
     "1. Load Image: your character (full body, plain background is best). Load Video: the driving video.\n"
     f"2. Output size is {WIDTH}×{HEIGHT} (w×h). To change it, set the same width/height on both Upscale Image "
     "nodes, Pose Depth Modulate" + "{also}" + " (multiples of 64).\n"
@@ -383,6 +387,8 @@ NOTE_COMMON = (
     "(x, y from the top left) on prompt_frame; add a box or negative_points if it grabs too much. Check the "
     "mask in the preview before sampling.\n"
 )
+NOTE_COMMON = ("Needs: comfyui_controlnet_aux (DWPose Estimator, Depth Anything V2), which downloads its own models; "
+               "SAM2 installed as the README says.\n\n" + NOTE_STEPS)
 
 
 def _inputs_and_frames(wf: Workflow, clip_frames: int | None) -> str:
@@ -421,19 +427,44 @@ def _pose(wf: Workflow, driving: str, depth: bool = True) -> str:
     return "pose"
 
 
-def _character_mask(wf: Workflow, driving: str) -> str:
+def _character_mask(wf: Workflow, driving: str, column: int = 3) -> str:
     """SAM2 on the character -> shape-agnostic mask (+ environment preview). Returns its key."""
-    wf.add("sam2", "AA2LoadSAM2", 3, model="sam2/sam2.1_hiera_small.pt")
-    wf.add("person", "ObjectSegment", 3, title="Character mask (SAM2)",
+    wf.add("sam2", "AA2LoadSAM2", column, model="sam2/sam2.1_hiera_small.pt")
+    wf.add("person", "ObjectSegment", column, title="Character mask (SAM2)",
            positive_points=f"[[{WIDTH // 2}, {HEIGHT // 2}]]")
     wf.link("sam2", "sam2", "person", "sam2")
     wf.link(driving, "IMAGE", "person", "frames")
-    wf.add("agnostic", "ShapeAgnosticMask", 3)
+    wf.add("agnostic", "ShapeAgnosticMask", column)
     wf.link("person", "mask", "agnostic", "mask")
     wf.link(driving, "IMAGE", "agnostic", "driving_frames")
-    wf.add("environment_preview", "PreviewImage", 3, title="Environment the model keeps (check)")
+    wf.add("environment_preview", "PreviewImage", column, title="Environment the model keeps (check)")
     wf.link("agnostic", "environment", "environment_preview", "images")
     return "agnostic"
+
+
+def _sapiens_pose(wf: Workflow, driving: str, column: int) -> str:
+    """Sapiens keypoints (in the character mask's boxes) and depth of the driving frames -> AA2_POSE.
+
+    Needs the character mask ("person") already added. Returns the PoseDepthModulate's key.
+    """
+    wf.add("sapiens_pose", "AA2SapiensPose", column, title="Pose (Sapiens, person box from the mask)",
+           model="sapiens/sapiens_1b_goliath_coco_wholebody_mpii_crowdpose_aic_best_goliath_AP_640_torchscript.pt2")
+    wf.link(driving, "IMAGE", "sapiens_pose", "frames")
+    wf.link("person", "mask", "sapiens_pose", "mask")
+    wf.add("skeleton_preview", "PreviewImage", column, title="Sapiens skeleton (check)")
+    wf.link("sapiens_pose", "skeleton", "skeleton_preview", "images")
+    wf.add("sapiens_depth", "AA2SapiensDepth", column, title="Depth (Sapiens)",
+           model="sapiens/sapiens_0.3b_render_people_epoch_100_torchscript.pt2")
+    wf.link(driving, "IMAGE", "sapiens_depth", "frames")
+    # Sapiens' depth is far-is-bright, the opposite of the preprocessors' inverse depth the other workflows use.
+    conventions = sys.modules[wf.pack_nodes["PoseDepthModulate"].__module__].CONVENTIONS
+    wf.add("pose", "PoseDepthModulate", column, width=WIDTH, height=HEIGHT,
+           depth_convention=next(label for label, value in conventions.items() if value == "depth"))
+    wf.link("sapiens_pose", "pose_keypoints", "pose", "pose_keypoints")
+    wf.link("sapiens_depth", "depth", "pose", "depth")
+    wf.add("depth_preview", "PreviewImage", column, title="Structured depth (check)")
+    wf.link("pose", "structured_depth", "depth_preview", "images")
+    return "pose"
 
 
 def _render(wf: Workflow, sampler_type: str, column: int, model: str, driving: str, pose: str, agnostic: str,
@@ -576,12 +607,35 @@ def moore_weights(pack_nodes: Mapping[str, type]) -> Workflow:
     return wf
 
 
+def builtin_extraction(pack_nodes: Mapping[str, type]) -> Workflow:
+    wf = Workflow("aa2_builtin_extraction", pack_nodes,
+                  COLUMNS[:2] + ["Character mask (SAM2)", "Pose + depth (Sapiens, built in)"] + COLUMNS[4:])
+    wf.note("note", 0, "The paper's own conditioning, with no other node pack: Sapiens finds the driving "
+            "person's keypoints (inside the SAM2 character mask's box) and depth, as Animate Anyone 2 extracts "
+            "them.\n\nNeeds: SAM2 installed as the README says; the Sapiens nodes are built in.\n\n"
+            + NOTE_STEPS.format(also=" and the sampler")
+            + "4. Sapiens: the TorchScript exports (*_torchscript.pt2) from huggingface.co/facebook "
+            "(sapiens-pose-1b-torchscript, sapiens-depth-0.3b-torchscript) go in models/sapiens/; the "
+            "*_bfloat16.pt2 and .pth files of the same models do not load. Sapiens depth is far-is-bright, so Pose "
+            "Depth Modulate's depth_convention is set to 'depth (Sapiens, ...)'. Check the skeleton preview.\n"
+            "5. Load Animate Anyone 2 Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
+            f"{CLIP_FRAMES} frames; output saved under output/video/.")
+    driving = _inputs_and_frames(wf, CLIP_FRAMES)
+    agnostic = _character_mask(wf, driving, column=2)
+    pose = _sapiens_pose(wf, driving, 3)
+    model = _pack_model(wf, 4)
+    sampler = _render(wf, "AA2Sampler", 4, model, driving, pose, agnostic, ("character", "IMAGE", "reference_image"))
+    _save(wf, 5, sampler)
+    return wf
+
+
 WORKFLOWS: dict[str, Callable[[Mapping[str, type]], Workflow]] = {
     "aa2_character_environment": character_environment,
     "aa2_object_interaction": object_interaction,
     "aa2_long_video": long_video,
     "aa2_swap_sampler": swap_sampler,
     "aa2_moore_weights": moore_weights,
+    "aa2_builtin_extraction": builtin_extraction,
 }
 
 
