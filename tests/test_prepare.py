@@ -278,6 +278,43 @@ def test_sapiens_pose_and_depth_through_torchscript(inputs, tmp_path):
     assert all(n[m].mean() < n[~m].mean() for n, m in zip(near, masks))
 
 
+def test_dwpose_keypoints_in_the_character_mask_box(inputs, tmp_path):
+    """A DWPose pose model that puts every keypoint on the reddest pixel (tests/test_dwpose.py's
+    `dot_file`); with character masks the detector is never needed, so the folder holds none."""
+    from test_dwpose import dot_file
+
+    models = tmp_path / "dwpose"
+    models.mkdir()
+    dot_file(models / "dw-ll_ucoco_384.onnx")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "walk.mp4").write_bytes((inputs / "videos" / "walk.mp4").read_bytes())
+    out = tmp_path / "out"
+    assert prepare.main([str(videos), str(out), "--size", str(SIZE), "--every", "2", "--masks", str(inputs / "masks"),
+                         "--dwpose", str(models)]) == 0
+    meta = json.loads((out / "walk" / store.META).read_text())
+    assert meta["annotations"]["pose"] == {"method": "dwpose", "model": "dw-ll_ucoco_384.onnx", "detector": None,
+                                           "boxes": "character mask", "file": store.POSE}
+    poses = json.loads((out / "walk" / store.POSE).read_text())
+    masks = store.read_masks(out / "walk" / store.CHARACTER_MASK, range(6))
+    assert len(poses) == len(masks) == 6
+    for frame, mask in zip(poses, masks):
+        (person,) = frame["people"]
+        body = np.asarray(person["pose_keypoints_2d"]).reshape(-1, 3)
+        x, y = body[0, :2].round().astype(int)  # the nose: on the red person
+        assert mask[np.clip(y, 0, 47), np.clip(x, 0, 71)]
+
+
+def test_dwpose_needs_its_pose_file_and_is_one_pose_source(inputs, tmp_path, capsys):
+    empty = tmp_path / "dwpose"
+    empty.mkdir()
+    args = [str(inputs / "videos"), str(tmp_path / "out"), "--masks", str(inputs / "masks")]
+    assert prepare.main(args + ["--dwpose", str(empty)]) == 2
+    assert "dw-ll_ucoco_384.onnx" in capsys.readouterr().err
+    assert prepare.main(args + ["--dwpose", str(empty), "--poses", str(empty)]) == 2
+    assert "--dwpose and --poses" in capsys.readouterr().err
+
+
 # --- dataset --------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from aa2.conditioning.dwpose import DWPoseModel, dwpose_keypoints
 from aa2.conditioning.sam2_segment import ObjectPrompt, SAM2Model, segment_video
 from aa2.conditioning.sapiens import SapiensModel, sapiens_depth, sapiens_pose
 from aa2.conditioning.skeleton import read_pose_keypoints, write_pose_keypoints
@@ -221,6 +222,13 @@ def sapiens_poses(model: SapiensModel, frames: torch.Tensor, character: np.ndarr
     person boxes; Sapiens itself has no detector), otherwise in the whole frame."""
     boxes = mask_boxes(character) if character is not None else None
     return sapiens_pose(model, frames, boxes=boxes)
+
+
+def dwpose_poses(model: DWPoseModel, frames: torch.Tensor, character: np.ndarray | None) -> list[dict]:
+    """DWPose keypoints: in the character mask's box where the frame has one (the detector is not
+    run there), elsewhere the detector's best person, or the whole frame without a detector."""
+    boxes = mask_boxes(character) if character is not None else None
+    return dwpose_keypoints(model, frames, boxes=boxes, max_people=1)
 
 
 # --- depth --------------------------------------------------------------------------------

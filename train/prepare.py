@@ -6,7 +6,9 @@ conditioning Animate Anyone 2 trains on, and writes the layout described in `tra
 - character mask `M_c`: SAM2 (`--sam2`, prompted with a box per video from `--boxes`, or the
   centre box; see `train/annotate.py` for its limits), or precomputed masks (`--masks DIR`);
 - interacting-object mask (union of objects): SAM2 with `--object-boxes`, or `--object-masks DIR`;
-- skeleton keypoints: Sapiens TorchScript (`--sapiens-pose`) or POSE_KEYPOINT JSON (`--poses DIR`);
+- skeleton keypoints: Sapiens TorchScript (`--sapiens-pose`), DWPose ONNX (`--dwpose DIR`: the
+  skeletons Animate Anyone 1 / Moore-AnimateAnyone's pose guider learned, for fine-tuning from those
+  weights) or POSE_KEYPOINT JSON (`--poses DIR`);
 - depth: Sapiens TorchScript (`--sapiens-depth`) or precomputed arrays/images (`--depth DIR`).
 
 Character masks and skeletons are needed for training: a video whose precomputed mask or pose
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aa2.conditioning.dwpose import DETECTOR_FILE, POSE_FILE, DWPoseModel
 from aa2.conditioning.sam2_segment import SAM2Model
 from aa2.conditioning.sapiens import SapiensModel
 from aa2.errors import AA2Error, AA2InputError
@@ -67,6 +70,7 @@ class Sources:
     object_masks: Path | None = None
     sapiens_pose: SapiensModel | None = None
     sapiens_depth: SapiensModel | None = None
+    dwpose: DWPoseModel | None = None
     poses: Path | None = None
     depth: Path | None = None
     depth_convention: str = "inverse"
@@ -93,7 +97,8 @@ def prepare_video(path: Path, folder: Path, sources: Sources) -> dict:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
     frames_file = store.write_frames(folder, source.frames, source.fps or 25.0, sources.frames_format)
     annotations: dict[str, dict] = {}
-    tensor = source.as_tensor() if sources.sam2 or sources.sapiens_pose or sources.sapiens_depth else None
+    needs_pixels = sources.sam2 or sources.sapiens_pose or sources.sapiens_depth or sources.dwpose
+    tensor = source.as_tensor() if needs_pixels else None
 
     character, objects = _masks(video_id, source, tensor, sources, annotations)
     if character is not None:
@@ -200,6 +205,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("skeleton and depth")
     g.add_argument("--sapiens-pose", type=Path, help="Sapiens pose TorchScript (*_torchscript.pt2)")
     g.add_argument("--sapiens-depth", type=Path, help="Sapiens depth TorchScript (*_torchscript.pt2)")
+    g.add_argument("--dwpose", type=Path, help=f"folder holding DWPose's {POSE_FILE} (and {DETECTOR_FILE} for "
+                   "frames without a character mask); needs onnxruntime")
     g.add_argument("--poses", type=Path, help="folder of POSE_KEYPOINT JSON files, <id>.json")
     g.add_argument("--depth", type=Path, help="folder of precomputed depth: <id>.npy/.npz [F, H, W], or <id>.mp4 "
                    "/ <id>/*.png grey images; videos without one have no depth")
@@ -207,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
                    help="precomputed depth: inverse = larger is nearer (Depth Anything, MiDaS, ComfyUI depth "
                    "images; default), depth = larger is farther")
     g = p.add_argument_group("running")
-    g.add_argument("--device", default="cpu", help="device for SAM2 and Sapiens (cpu, cuda, cuda:1, mps)")
+    g.add_argument("--device", default="cpu", help="device for SAM2, Sapiens and DWPose (cpu, cuda, cuda:1, mps)")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="SAM2 precision")
     g.add_argument("--redo", action="store_true", help="prepare every video again, even complete ones")
     return p
@@ -224,14 +231,15 @@ def load_sources(args: argparse.Namespace) -> Sources:
         conflict("--object-masks", "--object-boxes")
     if (args.boxes or args.object_boxes or args.sam2_config) and not args.sam2:
         raise AA2InputError("--boxes, --object-boxes and --sam2-config need a SAM2 checkpoint (--sam2)")
-    if args.sapiens_pose and args.poses:
-        conflict("--sapiens-pose", "--poses")
+    pose_sources = [name for name in ("sapiens_pose", "dwpose", "poses") if getattr(args, name)]
+    if len(pose_sources) > 1:
+        conflict(*(f"--{name.replace('_', '-')}" for name in pose_sources[:2]))
     if args.sapiens_depth and args.depth:
         conflict("--sapiens-depth", "--depth")
     if args.every < 1 or (args.fps is not None and args.fps <= 0) or (args.max_frames is not None and args.max_frames < 1):
         raise AA2InputError("--every and --max-frames must be at least 1, and --fps positive")
     annotate.prepared_size(args.size, args.size, args.size)  # checks --size
-    for option in ("masks", "object_masks", "poses", "depth"):
+    for option in ("masks", "object_masks", "poses", "depth", "dwpose"):
         value = getattr(args, option)
         if value is not None and not value.is_dir():
             raise AA2InputError(f"--{option.replace('_', '-')} {value} is not a folder")
@@ -251,6 +259,14 @@ def load_sources(args: argparse.Namespace) -> Sources:
             sources.sapiens_pose = load_sapiens(args.sapiens_pose, "pose", device=args.device)
         if args.sapiens_depth:
             sources.sapiens_depth = load_sapiens(args.sapiens_depth, "depth", device=args.device)
+    if args.dwpose:
+        from aa2.conditioning.dwpose import load_dwpose
+
+        detector = args.dwpose / DETECTOR_FILE
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device.startswith("cuda") else \
+            ["CPUExecutionProvider"]
+        sources.dwpose = load_dwpose(detector if detector.is_file() else None, args.dwpose / POSE_FILE,
+                                     providers=providers)
     return sources
 
 
@@ -325,6 +341,12 @@ def _poses(video_id: str, source: annotate.SourceVideo, tensor, character: np.nd
         annotations["pose"] = {"method": "sapiens", "model": sources.sapiens_pose.path.name,
                                "boxes": "character mask" if character is not None else "whole frame"}
         return annotate.sapiens_poses(sources.sapiens_pose, tensor, character)
+    if sources.dwpose is not None:
+        detector = sources.dwpose.detector_path.name if sources.dwpose.detector_path else None
+        annotations["pose"] = {"method": "dwpose", "model": sources.dwpose.pose_path.name, "detector": detector,
+                               "boxes": "character mask" if character is not None else
+                               ("detector" if detector else "whole frame")}
+        return annotate.dwpose_poses(sources.dwpose, tensor, character)
     return None
 
 
