@@ -13,7 +13,8 @@ import dataclasses
 import torch
 from einops import repeat
 
-from ..aa2.conditioning.dwpose import DETECTOR_FILE, POSE_FILE, dwpose_keypoints, load_dwpose
+from ..aa2.conditioning.dwpose import DETECTOR_FILE, POSE_FILE, dwpose_keypoints, load_dwpose, providers_for
+from ..aa2.conditioning.masks import mask_boxes
 from ..aa2.conditioning.sapiens import load_sapiens, sapiens_depth, sapiens_pose
 from ..aa2.conditioning.skeleton import render_skeleton
 from . import host
@@ -33,17 +34,11 @@ MASK_TOOLTIP = ("Optional character mask (e.g. from Object Segment): its box on 
 
 
 def _mask_boxes(mask: torch.Tensor | None, frames: torch.Tensor) -> list | None:
-    """Per frame, the (x1, y1, x2, y2) box around the mask (> 0.5) in the frames' pixels; None if empty."""
+    """Per frame, the person box around the mask in the frames' pixels (None where it is empty)."""
     if mask is None:
         return None
-    masks = match_frames(mask_to_frames(mask, "mask"), frames.shape[0], "mask") > 0.5
-    sy, sx = frames.shape[-2] / masks.shape[-2], frames.shape[-1] / masks.shape[-1]
-    boxes = []
-    for m in masks:
-        xs, ys = m.any(dim=0).nonzero()[:, 0], m.any(dim=1).nonzero()[:, 0]
-        boxes.append(None if len(xs) == 0 else (
-            float(xs.min()) * sx, float(ys.min()) * sy, float(xs.max() + 1) * sx, float(ys.max() + 1) * sy))
-    return boxes
+    masks = match_frames(mask_to_frames(mask, "mask"), frames.shape[0], "mask")
+    return mask_boxes(masks, tuple(frames.shape[-2:]))
 
 
 def _in_chunks(run, frames: torch.Tensor, boxes: list | None) -> list:
@@ -190,7 +185,7 @@ class AA2DWPose(_KeepsModel):
         video = image_to_frames(frames, "frames")
         detector_path = None if detector == NO_DETECTOR else host.resolve_model(detector, DWPOSE_SLOT)
         pose_path = host.resolve_model(pose_model, DWPOSE_SLOT)
-        providers = None if host.torch_device().type == "cuda" else ["CPUExecutionProvider"]
+        providers = providers_for(host.torch_device())
         key = (str(detector_path), str(pose_path), host.files_signature([detector_path, pose_path]), providers)
         model = self._model(key, lambda: load_dwpose(detector_path, pose_path, providers=providers))
         keypoints = _in_chunks(lambda f, b: dwpose_keypoints(model, f, boxes=b, max_people=max_people or None,

@@ -359,3 +359,10 @@ def test_without_onnxruntime_the_error_says_what_to_install(onnx_files, monkeypa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(AA2Error, match=r"pip install onnxruntime-gpu.*pip install onnxruntime"):
         load_dwpose(onnx_files["detector"], onnx_files["spread"])
+
+
+def test_providers_follow_the_torch_device():
+    from aa2.conditioning.dwpose import providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"] and providers_for("mps") == ["CPUExecutionProvider"]
+    assert providers_for("cuda:1") is None and providers_for(torch.device("cuda")) is None

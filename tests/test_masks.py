@@ -14,6 +14,7 @@ from aa2.conditioning.masks import (
     draw_block_counts,
     environment_frames,
     latent_mask,
+    mask_boxes,
     shape_agnostic_mask,
 )
 from aa2.errors import AA2InputError
@@ -329,3 +330,20 @@ def test_latent_mask_rejects_sizes_off_the_latent_grid():
 def test_bad_inputs_raise_a_helpful_error(call, message):
     with pytest.raises(AA2InputError, match=message):
         call()
+
+
+def test_mask_boxes_are_the_pixel_boxes_around_each_frame_and_scale_to_other_sizes():
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(3, 20, 30, generator=g) > 0.97
+    mask[1] = False
+    boxes = mask_boxes(mask)
+    for frame, box in zip(mask, boxes):
+        ys, xs = frame.nonzero(as_tuple=True)
+        want = None if len(xs) == 0 else (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        assert box == want
+    assert boxes[1] is None and boxes[0] is not None
+    assert mask_boxes(mask.float()) == boxes  # float masks: >= 0.5 is in
+    doubled = mask_boxes(mask, size=(40, 60))
+    assert doubled[0] == tuple(2 * v for v in boxes[0])
+    with pytest.raises(AA2InputError, match=r"\[F, H, W\]"):
+        mask_boxes(mask[0])

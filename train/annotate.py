@@ -35,6 +35,7 @@ import torch
 from einops import rearrange
 
 from aa2.conditioning.dwpose import DWPoseModel, dwpose_keypoints
+from aa2.conditioning.masks import mask_boxes
 from aa2.conditioning.sam2_segment import ObjectPrompt, SAM2Model, segment_video
 from aa2.conditioning.sapiens import SapiensModel, sapiens_depth, sapiens_pose
 from aa2.conditioning.skeleton import read_pose_keypoints, write_pose_keypoints
@@ -160,15 +161,6 @@ def scale_box(box: Box, source_size: tuple[int, int], size: tuple[int, int]) -> 
     return (x0, y0, x1, y1)
 
 
-def mask_boxes(masks: np.ndarray) -> list[list[float] | None]:
-    """Per frame of a bool `[F, H, W]`, the (x0, y0, x1, y1) pixel box around it, or None."""
-    out = []
-    for mask in masks:
-        ys, xs = np.nonzero(mask)
-        out.append(None if len(xs) == 0 else [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
-    return out
-
-
 # --- masks --------------------------------------------------------------------------------
 
 
@@ -220,14 +212,14 @@ def poses_from_file(path: Path, source: SourceVideo) -> list[dict]:
 def sapiens_poses(model: SapiensModel, frames: torch.Tensor, character: np.ndarray | None) -> list[dict]:
     """Sapiens keypoints, top-down in the character mask's box when there is one (the paper's
     person boxes; Sapiens itself has no detector), otherwise in the whole frame."""
-    boxes = mask_boxes(character) if character is not None else None
+    boxes = mask_boxes(torch.from_numpy(character)) if character is not None else None
     return sapiens_pose(model, frames, boxes=boxes)
 
 
 def dwpose_poses(model: DWPoseModel, frames: torch.Tensor, character: np.ndarray | None) -> list[dict]:
     """DWPose keypoints: in the character mask's box where the frame has one (the detector is not
     run there), elsewhere the detector's best person, or the whole frame without a detector."""
-    boxes = mask_boxes(character) if character is not None else None
+    boxes = mask_boxes(torch.from_numpy(character)) if character is not None else None
     return dwpose_keypoints(model, frames, boxes=boxes, max_people=1)
 
 

@@ -260,13 +260,11 @@ def load_sources(args: argparse.Namespace) -> Sources:
         if args.sapiens_depth:
             sources.sapiens_depth = load_sapiens(args.sapiens_depth, "depth", device=args.device)
     if args.dwpose:
-        from aa2.conditioning.dwpose import load_dwpose
+        from aa2.conditioning.dwpose import load_dwpose, providers_for
 
         detector = args.dwpose / DETECTOR_FILE
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device.startswith("cuda") else \
-            ["CPUExecutionProvider"]
         sources.dwpose = load_dwpose(detector if detector.is_file() else None, args.dwpose / POSE_FILE,
-                                     providers=providers)
+                                     providers=providers_for(args.device))
     return sources
 
 

@@ -90,6 +90,12 @@ class DWPoseModel:
     detector_size: tuple[int, int] = (640, 640)
 
 
+def providers_for(device: str | torch.device) -> list[str] | None:
+    """onnxruntime providers for the torch device the rest of a run uses: None (the accelerated
+    default of `load_dwpose`) for CUDA, the CPU alone otherwise, so a CPU run never grabs a GPU."""
+    return None if torch.device(device).type == "cuda" else ["CPUExecutionProvider"]
+
+
 def load_dwpose(
     detector_path: str | Path | None,
     pose_path: str | Path,

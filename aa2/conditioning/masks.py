@@ -204,6 +204,16 @@ def latent_mask(mask: torch.Tensor, factor: int = 8) -> torch.Tensor:
     return nnf.max_pool2d(pixels, kernel_size=factor, stride=factor)
 
 
+def mask_boxes(mask: torch.Tensor, size: tuple[int, int] | None = None) -> list[tuple[float, float, float, float] | None]:
+    """Per frame of `mask [F, H, W]` (float >= 0.5 or bool), the `(x0, y0, x1, y1)` pixel box around
+    it — the person box top-down pose models take — or None where the frame's mask is empty.
+    `size = (H', W')`: the boxes in the pixels of frames of that size (a mask made at another size)."""
+    _check_mask(mask, "mask")
+    sy, sx = (1.0, 1.0) if size is None else (size[0] / mask.shape[-2], size[1] / mask.shape[-1])
+    return [None if box is None else (box[2] * sx, box[0] * sy, box[3] * sx, box[1] * sy)
+            for box in _bounding_boxes(_binarise(mask))]
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
