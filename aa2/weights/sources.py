@@ -88,10 +88,8 @@ def base_kind(path: str | Path) -> str:
 def read_sources(sources: ModelSources) -> tuple[AA2Config, ModelParts]:
     """The config and the state dicts the files give, before any module is built."""
     kind = base_kind(sources.base)
-    if kind == "moore":
-        config, parts = read_moore_folder(sources.base, new_parts=sources.new_parts)
-    else:
-        config, parts = _READERS[kind](sources.base)
+    options = {"new_parts": sources.new_parts} if kind == "moore" else {}
+    config, parts = _READERS[kind](sources.base, **options)
     unet = config.unet
     if sources.motion_module is not None:
         motion_shape, parts.motion = read_motion_module(sources.motion_module, unet)
@@ -207,16 +205,12 @@ def _read_diffusers(path: Path) -> tuple[AA2Config, ModelParts]:
     return config, parts
 
 
-def _read_moore(path: Path) -> tuple[AA2Config, ModelParts]:
-    return read_moore_folder(path)
-
-
 def _copy(state: dict) -> dict:
     """The ReferenceNet starts as the base UNet; its own tensors, so training one never moves the other."""
     return {key: tensor.clone() for key, tensor in state.items()}
 
 
-_READERS = {"aa2": _read_aa2, "sd15": _read_sd15, "diffusers": _read_diffusers, "moore": _read_moore}
+_READERS = {"aa2": _read_aa2, "sd15": _read_sd15, "diffusers": _read_diffusers, "moore": read_moore_folder}
 _KIND_NAMES = {
     "aa2": "an Animate Anyone 2 pack checkpoint",
     "sd15": "an SD1.5 single-file checkpoint",
