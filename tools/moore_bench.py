@@ -41,6 +41,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -344,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--vae-chunk", type=int, default=0,
                         help="our frames per VAE call; 0: SamplingSettings' default (Moore's decodes 1)")
-    parser.add_argument("--weights-dir", type=Path, default=Path("/tmp/aa2-bench-weights"))
+    parser.add_argument("--weights-dir", type=Path, default=Path(tempfile.gettempdir()) / "aa2-bench-weights",
+                        help="where the random weights are written once and reused (~9.5 GB for sd15)")
     parser.add_argument("--sides", default="aa2,moore", help="which pipelines to run: aa2, moore")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting call")
     args = parser.parse_args(argv)
