@@ -138,10 +138,16 @@ class ImageEncoderShape:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    """The noise schedule a checkpoint was trained with. Using other settings gives garbage.
+    """The noise schedule a checkpoint was trained with, and sampled with by its authors.
 
     SD1.5 and AnimateDiff: epsilon, leading spacing. Moore-AnimateAnyone: v-prediction with
-    zero-terminal SNR and trailing spacing.
+    zero-terminal SNR and trailing spacing. Using other settings gives garbage.
+
+    `set_alpha_to_one` is DDIM's last step: True lands it on ᾱ = 1 (a clean sample), False on the
+    first training ᾱ₀ = 0.99915, which leaves ~0.03·ε̂ of noise. SD1.5's own scheduler_config.json
+    and CompVis' DDIMSampler (`alphas_prev[0] = alphas_cumprod[0]`) use False, hence the default;
+    Moore-AnimateAnyone and MIMO leave diffusers' DDIMScheduler default (True) in their inference
+    configs, and their presets below record it.
     """
 
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
@@ -153,6 +159,7 @@ class SchedulerSettings:
     num_train_timesteps: int = 1000
     steps_offset: int = 1
     clip_sample: bool = False
+    set_alpha_to_one: bool = False
 
     def diffusers_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,12 +223,15 @@ def _build(kind: type, values: dict[str, Any]) -> Any:
 
 # Moore-AnimateAnyone samples with a *linear* beta schedule (its configs/inference/inference_v2.yaml)
 # although it trained with scaled_linear; its published results come from the former, so we match it.
+# That config leaves DDIM's set_alpha_to_one unset, i.e. diffusers' default True: the last step is clean.
 MOORE_SCHEDULER = SchedulerSettings(
-    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", beta_schedule="linear"
+    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", beta_schedule="linear",
+    set_alpha_to_one=True,
 )
-# MIMO (menyifang/MIMO) keeps scaled_linear with the same v-prediction / zero-SNR / trailing settings.
+# MIMO (menyifang/MIMO) keeps scaled_linear with the same v-prediction / zero-SNR / trailing settings,
+# and, like Moore's, its configs/inference/inference_v2.yaml leaves set_alpha_to_one at True.
 MIMO_SCHEDULER = SchedulerSettings(
-    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing"
+    prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing", set_alpha_to_one=True,
 )
 
 

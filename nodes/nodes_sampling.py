@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..aa2.errors import AA2InputError
+from ..aa2.models.image_encoder import CLIP_CROPS
 from ..aa2.pipeline.animate import animate
 from ..aa2.pipeline.inputs import AnimationInputs, SamplingSettings
 from ..aa2.pipeline.reference import encode_reference
@@ -43,11 +44,14 @@ class AA2EncodeReference:
             "image": ("IMAGE", {"tooltip": "The character to animate (the first image if several)."}),
             "width": ("INT", {"default": 512, **size, "tooltip": "Output width; must match the pose frames."}),
             "height": ("INT", {"default": 768, **size, "tooltip": "Output height; must match the pose frames."}),
+            "clip_crop": (list(CLIP_CROPS), {"default": "squash", "tooltip":
+                "How CLIP sees the character. squash: the whole image to a square, as Moore-AnimateAnyone "
+                "samples. center: shortest side to 224 and a centre crop, as its training data was fed."}),
         }}
 
-    def encode(self, aa2_model, image, width, height):
+    def encode(self, aa2_model, image, width, height, clip_crop="squash"):
         model = aa2_model.ready()
-        reference = encode_reference(model, image_to_frames(image, "image")[0], (height, width))
+        reference = encode_reference(model, image_to_frames(image, "image")[0], (height, width), clip_crop)
         return (reference.to(host.offload_device()),)
 
 

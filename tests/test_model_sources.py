@@ -80,6 +80,8 @@ def test_each_format_records_what_its_weights_need(paths):
     assert mimo.fusion == "full" and mimo.use_environment and mimo.scheduler.prediction_type == "v_prediction"
     sd15, _ = read_sources(_sources(paths, "sd15"))
     assert sd15.fusion == "aa2" and sd15.scheduler.prediction_type == "epsilon"
+    # DDIM's last step as each base's authors sampled it (aa2.config.SchedulerSettings.set_alpha_to_one)
+    assert moore.scheduler.set_alpha_to_one and mimo.scheduler.set_alpha_to_one and not sd15.scheduler.set_alpha_to_one
     v3, _ = read_sources(_sources(paths, "sd15_ckpt"))
     assert v3.motion == MotionShape(use_mid_block=False)
 
@@ -144,12 +146,16 @@ def test_convert_moore_folder_keeps_its_forward_pass_and_schedule(paths, tmp_pat
     assert main(argv) == 0
     direct, converted = load_model(_sources(paths, "moore")), load_model(ModelSources.from_path(out))
     assert converted.config == direct.config and converted.config.scheduler == MOORE_SCHEDULER
+    for (name, x), (_, y) in zip(direct.state_dict().items(), converted.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
     latents, context = _inputs(1)
     with torch.no_grad():
         for model in (direct, converted):
             model.bind_reference(model.encode_reference(latents[:, :, 0], context))
         a, b = (m.denoising_net(latents, 10, context) for m in (direct, converted))
-    assert torch.equal(a, b)
+    # Same weights bit for bit, but safetensors hands them out at the file's byte offsets, and CPU kernels
+    # round differently on memory that is not 64-byte aligned (~5e-6 here, with outputs of order 1).
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 def test_moore_weights_leave_out_the_parts_they_never_trained_unless_training_asks(paths):

@@ -34,6 +34,32 @@ def test_every_named_sampler_runs_under_the_checkpoint_schedule(name, settings):
     assert x.shape == (1, 4, 2, 4, 4)
 
 
+def _last_ddim_step(settings: SchedulerSettings, steps: int):
+    scheduler = make_scheduler("ddim", settings)
+    scheduler.set_timesteps(steps)
+    x = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    t = scheduler.timesteps[-1]
+    return scheduler, scheduler.step(toy_model(x, t), t, x)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_moore_ddim_last_step_lands_on_a_clean_sample(steps):
+    # Moore's configs/inference/inference_v2.yaml leaves DDIM's set_alpha_to_one at diffusers' True:
+    # its last step goes to ᾱ = 1, where DDIM's update returns its x0 estimate itself.
+    scheduler, out = _last_ddim_step(MOORE_SCHEDULER, steps)
+    assert float(scheduler.final_alpha_cumprod) == 1.0
+    torch.testing.assert_close(out.prev_sample, out.pred_original_sample, rtol=0, atol=1e-6)
+
+
+def test_sd15_ddim_last_step_stops_at_the_first_training_alpha():
+    # SD1.5's scheduler_config.json and CompVis' DDIMSampler: the last step goes to ᾱ₀ = 0.99915,
+    # leaving sqrt(1 - ᾱ₀) ≈ 0.029 of the predicted noise in the sample.
+    scheduler, out = _last_ddim_step(SchedulerSettings(), 4)
+    assert math.isclose(float(scheduler.final_alpha_cumprod), float(scheduler.alphas_cumprod[0]))
+    assert 0.998 < float(scheduler.final_alpha_cumprod) < 1.0
+    assert (out.prev_sample - out.pred_original_sample).abs().max() > 1e-3
+
+
 def test_unknown_sampler_names_the_choices():
     with pytest.raises(AA2InputError, match="euler_ancestral"):
         make_scheduler("heun++", SchedulerSettings())
@@ -42,7 +68,8 @@ def test_unknown_sampler_names_the_choices():
 @pytest.mark.parametrize("settings", [SchedulerSettings(timestep_spacing="trailing"), MOORE_SCHEDULER],
                          ids=["epsilon", "v_prediction"])
 def test_denoiser_driven_by_plain_euler_matches_diffusers_euler(settings):
-    scheduler = EulerDiscreteScheduler(**{k: v for k, v in settings.diffusers_config().items() if k != "clip_sample"})
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in settings.diffusers_config().items()
+                                          if k not in ("clip_sample", "set_alpha_to_one")})
     scheduler.set_timesteps(6)
     sigmas = scheduler.sigmas
     noise = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))

@@ -104,7 +104,7 @@ def animate(
         raise AA2InputError(f"latents must be [1, 4, F, h, w] = {(1, 4, inputs.frames, h, w)}, got {tuple(latents.shape)}")
     use_input, use_blend = resolve_environment_mode(model, settings.environment, inputs.environment is not None)
     if reference is None:
-        reference = encode_reference(model, inputs.reference, (height, width))
+        reference = encode_reference(model, inputs.reference, (height, width), settings.clip_crop)
     reference.check(model, (height, width))
     named = settings.sampler if settings.sampler != "default" else "ddim"
     plans = plan_clips(inputs.frames, length, settings.motion_frames, settings.overlap, settings.seed)

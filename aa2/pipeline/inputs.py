@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from ..errors import AA2InputError
+from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from .vae_codec import DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
@@ -94,6 +95,7 @@ class SamplingSettings:
     paste_environment: bool = False  # put the exact driving pixels back outside the feathered mask
     feather: int = 8  # pixels of soft edge for pasting
     vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call: 1 keeps the decoder's peak lowest
+    clip_crop: ClipCrop = "squash"  # how CLIP sees the reference (aa2.models.image_encoder)
 
     def validate(self, trained_frames: int, max_frames: int) -> int:
         """Check the options; return the clip length to use."""
@@ -115,6 +117,8 @@ class SamplingSettings:
             )
         if self.vae_chunk < 1 or self.feather < 0:
             raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
+        if self.clip_crop not in CLIP_CROPS:
+            raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
         return length
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import AA2InputError
 from ..models.aa2_model import AA2Model
-from ..models.image_encoder import reference_context
+from ..models.image_encoder import ClipCrop, reference_context
 from ..models.reference_attention import ReferenceBank
 from .vae_codec import encode_frames
 
@@ -54,11 +54,13 @@ class EncodedReference:
 
 
 @torch.no_grad()
-def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]) -> EncodedReference:
+def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int],
+                     clip_crop: ClipCrop = "squash") -> EncodedReference:
     """`image [3, H, W]` in 0..1 -> the character's features for output frames of `size = (H, W)`.
 
     The image is resized to the output size (as Moore-AnimateAnyone does), so its tokens line up
-    with the denoised frames' at every attention resolution.
+    with the denoised frames' at every attention resolution. `clip_crop` chooses how CLIP sees it
+    (`aa2.models.image_encoder`): the whole image squashed, as Moore samples, or centre-cropped.
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise AA2InputError(f"the reference image must be [3, H, W] RGB, got {tuple(image.shape)}")
@@ -71,7 +73,7 @@ def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]
     resized = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
                             align_corners=False).clamp(0, 1)
     latents = encode_frames(model.vae, resized)[:, :, 0]
-    context = reference_context(model.image_encoder, image[None])
+    context = reference_context(model.image_encoder, image[None], clip_crop)
     param = next(model.reference_net.parameters())
     bank = model.encode_reference(latents.to(param.device, param.dtype), context.to(param.device, param.dtype))
     return EncodedReference(bank, context, torch.zeros_like(context), latents, (height, width), model.config.fusion)

@@ -3,6 +3,8 @@
 The checkpoint's `SchedulerSettings` (prediction type, zero-terminal SNR, timestep spacing) are
 always kept: a sampler name only chooses the integration method. Moore-AnimateAnyone's weights, for
 example, are v-prediction with zero-terminal SNR and trailing spacing and give noise otherwise.
+DDIM's last step (`set_alpha_to_one`) is part of those settings too, so "ddim" samples a checkpoint
+as its authors did.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..errors import AA2InputError
 
 # name -> (diffusers class, extra options)
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {"set_alpha_to_one": False}),
+    "ddim": ("DDIMScheduler", {}),  # set_alpha_to_one comes from the checkpoint's SchedulerSettings
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
@@ -26,7 +28,8 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "unipc": ("UniPCMultistepScheduler", {}),
-    "lcm": ("LCMScheduler", {}),
+    # LCM's own default; its last step returns x0 directly, so ᾱ_final only shapes the re-noising.
+    "lcm": ("LCMScheduler", {"set_alpha_to_one": True}),
 }
 
 
