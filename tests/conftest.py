@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One CPU thread for the whole suite (and, through the environment, for every process a test
+# starts), unless AA2_TEST_THREADS says otherwise. Why: the tiny models' kernels are far too small
+# to share between threads, so on a 2-core machine that is busy with other work the threads spend
+# their time waiting for each other — measured 13x slower at torch's default of 2 than at 1. It
+# also makes every run repeat bit for bit, which the resume and NaN-stop tests assert (at several
+# threads, CPU kernels may split a reduction differently from one run to the next; those tests
+# then compare within the tolerance that train/README.md states).
+TEST_THREADS = int(os.environ.get("AA2_TEST_THREADS", "1"))
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_variable] = str(TEST_THREADS)
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(TEST_THREADS)
+    try:
+        torch.set_num_interop_threads(TEST_THREADS)
+    except RuntimeError:  # inter-op threads are fixed once any parallel work ran; intra-op is what counts
+        pass
+
+
+def pytest_report_header(config):
+    return f"aa2: torch CPU threads = {TEST_THREADS} (set AA2_TEST_THREADS to change)"
 
 
 # ComfyUI (nodes.py, load_custom_node) names a pack's module after its folder's full path with

@@ -97,6 +97,22 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+# At several CPU threads, two identical runs may differ in the last bits (kernels may split a
+# reduction differently from one run to the next) and training amplifies that: AdamW's first steps
+# move a weight by about lr whatever its gradient's size, so a near-zero gradient whose sign flips
+# moves it by 2 lr the other way. The suite runs at one thread (conftest), where runs repeat bit
+# for bit; these bounds are for AA2_TEST_THREADS > 1. Measured at 2 threads: up to 2.5e-5 relative.
+MULTI_THREAD_LOSS_REL = 2e-4
+TINY_LR = 1e-4  # tiny_cpu.yaml's optim.learning_rate
+
+
+def weight_tolerance(steps: int) -> dict[str, float]:
+    """Tolerance between two runs' weights after `steps` AdamW steps: exact at one thread."""
+    if torch.get_num_threads() == 1:
+        return {"atol": 0.0, "rtol": 0.0}
+    return {"atol": 2 * TINY_LR * steps * 1.01, "rtol": 0.0}
+
+
 def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -269,10 +285,13 @@ def test_resume_in_a_new_process_repeats_the_uninterrupted_losses(straight_run, 
     assert done.returncode == 0, done.stderr[-3000:]
     resumed, straight = losses(out), losses(straight_run)
     assert len(resumed) == len(straight) == 4
-    # same seeded draws and restored weights/optimizer: CPU kernels repeat bit for bit at a fixed
-    # thread count; 1e-6 relative leaves room only for a different thread split in the new process
-    for a, b in zip(resumed, straight):
-        assert a == pytest.approx(b, rel=1e-6)
+    # same seeded draws and restored weights/optimizer: at one thread the resumed losses are the
+    # uninterrupted ones bit for bit (the guarantee train/README.md states)
+    if torch.get_num_threads() == 1:
+        assert resumed == straight
+    else:
+        for a, b in zip(resumed, straight):
+            assert a == pytest.approx(b, rel=MULTI_THREAD_LOSS_REL)
 
 
 def test_exported_checkpoint_loads_through_load_model_and_samples(straight_run):
@@ -322,7 +341,8 @@ def test_nan_loss_stops_and_leaves_the_last_checkpoint_intact(straight_run, tiny
     assert all(torch.isfinite(t).all() for t in kept.values())
     # the step-2 weights are those of the uninterrupted run at step 2 (NaN never reached them)
     reference = load_file(str(straight_run / "checkpoints" / "step-00000002" / "trainable.safetensors"))
-    assert all(torch.equal(kept[k], reference[k]) for k in list(kept)[:50])
+    for name in list(kept)[:50]:
+        torch.testing.assert_close(kept[name], reference[name], **weight_tolerance(steps=2))
 
 
 def test_crash_while_writing_leaves_latest_on_the_previous_checkpoint(tmp_path):

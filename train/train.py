@@ -8,7 +8,8 @@ config) and mixed precision; this file is the loop. Each process reads its own s
 stream of clips (`ClipStream`), so the data position is a single number — the samples consumed — and a
 resumed run, on any number of processes, continues the stream where it stopped. Every random draw of a
 step comes from a generator seeded by (seed, step, micro-step, rank): resuming gives the losses of an
-uninterrupted run.
+uninterrupted run — bit for bit on one CPU thread, within the kernels' run-to-run rounding elsewhere
+(train/README.md, "Train", states the measured bounds).
 
 A loss (or, outside fp16, a gradient norm) that is not finite stops the run before the optimizer
 step, so the weights never take it and no checkpoint is written from them; the last good checkpoint
