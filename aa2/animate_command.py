@@ -78,7 +78,7 @@ def load_inputs(files: InputFiles, options: ReadOptions = ReadOptions()) -> Anim
     """Read, resize and check every input; return the pipeline's `AnimationInputs` (validated)."""
     from .conditioning.masks import shape_agnostic_mask
 
-    _check_combinations(files, options)
+    check_request(files, options)
     for name, path in vars(files).items():  # every file exists before any is decoded
         if path is not None and not Path(path).exists():
             raise AA2InputError(f"--{name.replace('_', '-')} not found: {path}")
@@ -117,7 +117,14 @@ def load_inputs(files: InputFiles, options: ReadOptions = ReadOptions()) -> Anim
     return inputs
 
 
-def _check_combinations(files: InputFiles, options: ReadOptions) -> None:
+def check_request(files: InputFiles, options: ReadOptions) -> None:
+    """The options and which files go together, before any file is opened."""
+    if options.stride < 1:
+        raise AA2InputError(f"stride must be at least 1 (1 uses every frame), got {options.stride}")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise AA2InputError(f"max-frames must be at least 1, got {options.max_frames}")
+    if not 0.0 <= options.mask_threshold < 1.0:  # also refuses NaN
+        raise AA2InputError(f"mask threshold must be in [0, 1), got {options.mask_threshold}")
     if files.objects is not None and files.object_mask is not None:
         raise AA2InputError("give --objects (frames already cut out) or --object-mask (cut from --video), not both")
     if files.object_mask is not None and files.video is None:

@@ -1,33 +1,70 @@
 """Command line: `python -m aa2 {animate,demo,convert,make-tiny-weights,info}`.
 
 Errors the pack raises on purpose (`AA2Error`) are printed as their message, without a traceback,
-and exit with status 2: they are instructions for a person. Ctrl-C exits with 130; during
-`animate` the first one stops sampling at the next step (see `aa2.animate_command`).
+and exit with status 2: they are instructions for a person, worded for the command line (options,
+not nodes: `aa2.errors.interface`). Ctrl-C exits with 130; during `animate` the first one stops
+sampling at the next step (see `aa2.animate_command`).
+
+Every argument is checked before anything is loaded, and no output may be one of the inputs (or
+lie inside an input folder): an output written over the driving video would destroy it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
-from .errors import AA2Error, AA2WeightsError
+from .errors import AA2Error, AA2InputError, AA2WeightsError, interface
+
+
+def refuse_overwriting_inputs(out: Path, inputs: Mapping[str, Path | None]) -> None:
+    """Refuse an output that is one of the inputs (also through a link), lies inside an input folder,
+    or, written as a folder of frames, would hold an input."""
+    target = _real(out)
+    for option, path in inputs.items():
+        if path is None or not str(path):
+            continue
+        source = _real(path)
+        if target == source or (out.exists() and Path(path).exists() and os.path.samefile(out, path)):
+            raise AA2InputError(f"the output {out} is the {option} input: writing it would destroy that input. "
+                                "Choose another output path.")
+        if source in target.parents:
+            raise AA2InputError(f"the output {out} is inside the {option} folder {path}: it would be written among "
+                                "that input's files. Choose a path outside it.")
+        if not out.suffix and target in source.parents:
+            raise AA2InputError(f"the output folder {out} holds the {option} input {path}: PNG frames written there "
+                                "would mix with (or replace) it. Choose an empty folder.")
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 def _convert(args: argparse.Namespace) -> int:
     from .weights.checkpoint import save_checkpoint
     from .weights.sources import ModelSources, load_model
 
+    destination = Path(args.destination).expanduser()
+    if destination.suffix.lower() != ".safetensors":
+        raise AA2InputError(f"DST {destination} must end in .safetensors: the pack checkpoint is a safetensors file")
+    if destination.is_dir():
+        raise AA2InputError(f"DST {destination} is a folder; give a file name such as {destination / 'aa2.safetensors'}")
     sources = ModelSources.from_path(Path(args.source))
     for name in ("motion_module", "image_encoder", "vae"):
         value = getattr(args, name)
         if value:
             sources = sources.replace(**{name: Path(value)})
+    refuse_overwriting_inputs(destination, {"SRC": sources.base, "--motion-module": sources.motion_module,
+                                            "--image-encoder": sources.image_encoder, "--vae": sources.vae})
     model = load_model(sources)
     dtype = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}[args.dtype]
     import torch
 
-    out = save_checkpoint(model, Path(args.destination), dtype=getattr(torch, dtype) if dtype else None)
+    out = save_checkpoint(model, destination, dtype=getattr(torch, dtype) if dtype else None)
     print(f"wrote {out} ({model.config.fusion} fusion, {model.config.scheduler.prediction_type})")
     return 0
 
@@ -45,7 +82,10 @@ def _make_tiny_weights(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from .weights.sources import describe
 
-    print(describe(Path(args.path)))
+    path = Path(args.path).expanduser()
+    if not path.exists():
+        raise AA2WeightsError(f"not found: {path}")
+    print(describe(path))
     return 0
 
 
@@ -72,20 +112,29 @@ def _settings(args: argparse.Namespace):
 
 
 def _animate(args: argparse.Namespace) -> int:
-    from .animate_command import (InputFiles, ReadOptions, load_for_device, load_inputs, pick_device, pick_dtype,
-                                  render, source_fps)
+    from .animate_command import (InputFiles, ReadOptions, check_request, load_for_device, load_inputs, pick_device,
+                                  pick_dtype, render, source_fps)
     from .video_io import check_output_path, parse_size
 
-    out = check_output_path(args.out)
-    files = InputFiles(**{name: Path(getattr(args, name)) if getattr(args, name) else None
+    settings = _settings(args)
+    settings.check()
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise AA2InputError(f"--fps must be a positive number, got {args.fps:g}")
+    files = InputFiles(**{name: Path(getattr(args, name)).expanduser() if getattr(args, name) else None
                           for name in ("reference", "pose", "video", "mask", "depth", "objects", "object_mask")})
+    sources = _sources(args)
+    refuse_overwriting_inputs(Path(args.out).expanduser(), {
+        **{f"--{name.replace('_', '-')}": path for name, path in vars(files).items()},
+        "--models": sources.base, "--motion-module": sources.motion_module,
+        "--image-encoder": sources.image_encoder, "--vae": sources.vae,
+    })
+    out = check_output_path(args.out)
     options = ReadOptions(size=parse_size(args.size), resize=not args.no_resize, stride=args.stride,
                           max_frames=args.max_frames, depth=args.depth_kind, empty_mask=args.empty_mask,
                           mask_threshold=args.mask_threshold)
-    settings = _settings(args)
+    check_request(files, options)
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    sources = _sources(args)
     missing = [f"{name}: {path}" for name, path in vars(sources).items() if isinstance(path, Path) and not path.exists()]
     if missing:
         raise AA2WeightsError("weight files not found:\n  " + "\n  ".join(missing))
@@ -97,13 +146,16 @@ def _animate(args: argparse.Namespace) -> int:
     height, width = inputs.size
     print(f"animating {inputs.frames} frames at {height}x{width} on {device.type} "
           f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps")
-    fps = args.fps or source_fps(files, args.stride)
+    fps = args.fps if args.fps is not None else source_fps(files, args.stride)
     return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    for option, value in (("--frames", args.frames), ("--steps", args.steps), ("--clip-length", args.clip_length)):
+        if value is not None and value < 1:
+            raise AA2InputError(f"{option} must be at least 1, got {value}")
     return run_demo(
         Path(args.out), frames=args.frames, size=args.size, steps=args.steps, seed=args.seed, clip_length=args.clip_length,
         models_dir=Path(args.models_dir) if args.models_dir else None,
@@ -232,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with interface("cli"):
+            return args.run(args)
     except AA2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

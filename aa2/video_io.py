@@ -19,6 +19,9 @@ With `resize=False` the source must already be a multiple of 64, and the error n
 Image folders are read in *natural* order (`frame2.png` before `frame10.png`), the order every
 frame exporter writes and a person reads.
 
+Outputs are written atomically (`aa2.atomic`): a failed or interrupted write leaves no half file
+and never destroys a file that was there before.
+
 Written videos use the `mp4v` (MPEG-4 Part 2) codec, which OpenCV's bundled FFmpeg encodes without
 a system FFmpeg; H.264 (`avc1`) is not available in the pip wheels. A path without a suffix is
 written as a folder of PNG frames (lossless).
@@ -26,6 +29,7 @@ written as a folder of PNG frames (lossless).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from .atomic import atomic_path, write_bytes
 from .errors import AA2Error, AA2InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -316,6 +321,12 @@ def check_output_path(path: str | Path) -> Path:
                             "a suffix for a folder of PNG frames")
     if path.suffix and path.is_dir():
         raise AA2InputError(f"{path} is a folder; give a video file name such as {path / 'animation.mp4'}")
+    if not path.suffix and path.exists() and not path.is_dir():
+        raise AA2InputError(f"{path} is a file; a path without a suffix is written as a folder of PNG frames: give "
+                            "a folder, or a video name such as animation.mp4")
+    existing = next(parent for parent in path.absolute().parents if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise AA2InputError(f"cannot write {path}: {existing} is not a folder this user can write to")
     return path
 
 
@@ -336,24 +347,24 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 8.0) -> Pat
             ok, data = cv2.imencode(".png", np.ascontiguousarray(frame))
             if not ok:
                 raise AA2Error(f"could not encode frame {i} as PNG")
-            data.tofile(str(path / f"frame_{i:0{digits}d}.png"))
+            write_bytes(path / f"frame_{i:0{digits}d}.png", data.tobytes())
         return path
     suffix = path.suffix.lower()
     if suffix not in _FOURCC:
         raise AA2InputError(f"cannot write {suffix!r} videos; use one of {', '.join(_FOURCC)}, or a folder path for PNGs")
-    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = pixels.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*_FOURCC[suffix]), float(fps), (width, height))
-    try:
-        if not writer.isOpened():
-            raise AA2Error(f"OpenCV could not open a {_FOURCC[suffix]} video writer for {path}; write a folder of PNG "
-                           "frames instead (an output path without a suffix)")
-        for frame in pixels:
-            writer.write(np.ascontiguousarray(frame))
-    finally:
-        writer.release()
-    if not path.is_file() or path.stat().st_size == 0:
-        raise AA2Error(f"writing {path} produced no data; write a folder of PNG frames instead (no suffix)")
+    with atomic_path(path, keep_suffix=True) as temporary:  # OpenCV picks the container from the suffix
+        writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*_FOURCC[suffix]), float(fps), (width, height))
+        try:
+            if not writer.isOpened():
+                raise AA2Error(f"OpenCV could not open a {_FOURCC[suffix]} video writer for {path}; write a folder of "
+                               "PNG frames instead (an output path without a suffix)")
+            for frame in pixels:
+                writer.write(np.ascontiguousarray(frame))
+        finally:
+            writer.release()
+        if Path(temporary).stat().st_size == 0:
+            raise AA2Error(f"writing {path} produced no data; write a folder of PNG frames instead (no suffix)")
     return path
 
 
@@ -365,6 +376,4 @@ def write_image(path: str | Path, image: torch.Tensor) -> Path:
     ok, data = cv2.imencode(path.suffix or ".png", bgr)
     if not ok:
         raise AA2InputError(f"cannot write an image with suffix {path.suffix!r}; use .png or .jpg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data.tofile(str(path))
-    return path
+    return write_bytes(path, data.tobytes())

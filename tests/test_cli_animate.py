@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +188,134 @@ def test_unreadable_video_and_unwritable_output_are_messages(scene, pack, tmp_pa
 def test_a_comfyui_models_folder_resolves_to_its_one_pack_checkpoint(tiny_weights):
     assert resolve_models_path(tiny_weights) == tiny_weights / "animateanyone2" / "aa2-tiny.safetensors"
     assert resolve_models_path(tiny_weights / "diffusers" / "aa2-tiny-sd15") == tiny_weights / "diffusers" / "aa2-tiny-sd15"
+
+
+# ---------------------------------------------------------------------------------- arguments and outputs
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Argument errors must come before any input or weight file is read."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a file was loaded before the arguments were checked")
+
+    monkeypatch.setattr(animate_command, "load_inputs", refuse)
+    monkeypatch.setattr(animate_command, "load_for_device", refuse)
+
+
+def _digest(path):
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return [(p.name, p.read_bytes()) for p in files if p.is_file()]
+
+
+@pytest.mark.parametrize("option", ["--video", "--reference", "--pose", "--mask", "--depth", "--object-mask",
+                                    "a frame in --pose", "--models"])
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(scene, pack, tmp_path, capsys, nothing_loads,
+                                                                    option):
+    _, files = scene
+    argv = _argv(files, pack, tmp_path / "o.mp4", "--depth", str(files.depth), "--object-mask", str(files.object_mask))
+    if option == "a frame in --pose":
+        target = sorted(files.pose.iterdir())[0]
+    else:
+        target = argv[argv.index(option) + 1]
+    before = _digest(Path(target))
+    argv[argv.index("--out") + 1] = str(target)
+    _fails_with(argv, capsys, "output", "Choose")
+    assert _digest(Path(target)) == before
+
+
+def test_an_output_reaching_an_input_through_a_link_or_dot_dot_is_refused(scene, pack, tmp_path, capsys, nothing_loads):
+    _, files = scene
+    link = tmp_path / "link.mp4"
+    link.symlink_to(files.video)
+    _fails_with(_argv(files, pack, link), capsys, "is the --video input")
+    dotted = files.video.parent / ".." / files.video.parent.name / files.video.name
+    _fails_with(_argv(files, pack, dotted), capsys, "is the --video input")
+    _fails_with(_argv(files, pack, files.pose.parent), capsys, "output folder", "holds the")  # PNG frames among inputs
+
+
+@pytest.mark.parametrize("extra, phrase", [
+    (["--clip-length", "0"], "clip_length must be at least 1"),
+    (["--steps", "0"], "steps must be at least 1"),
+    (["--cfg", "-2"], "cfg must be a number >= 1"),
+    (["--cfg", "nan"], "cfg must be a number >= 1"),
+    (["--cfg", "inf"], "cfg must be a number >= 1"),
+    (["--fps", "0"], "--fps must be a positive number"),
+    (["--fps", "-5"], "--fps must be a positive number"),
+    (["--fps", "nan"], "--fps must be a positive number"),
+    (["--stride", "0"], "stride must be at least 1"),
+    (["--max-frames", "0"], "max-frames must be at least 1"),
+    (["--mask-threshold", "1.5"], "mask threshold must be in [0, 1)"),
+    (["--motion-frames", "-1"], "cannot be negative"),
+    (["--vae-chunk", "0"], "vae_chunk must be >= 1"),
+])
+def test_bad_numbers_are_refused_before_anything_loads(scene, pack, tmp_path, capsys, nothing_loads, extra, phrase):
+    _, files = scene
+    _fails_with(_argv(files, pack, tmp_path / "o.mp4", *extra), capsys, phrase)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_first(scene, pack, tmp_path, capsys, nothing_loads):
+    _, files = scene
+    a_file = tmp_path / "notes"
+    a_file.write_text("mine")
+    _fails_with(_argv(files, pack, a_file), capsys, "is a file")  # no suffix means a folder of frames
+    _fails_with(_argv(files, pack, a_file / "o.mp4"), capsys, "is not a folder")
+    assert a_file.read_text() == "mine"
+
+
+def test_info_on_a_missing_or_wrong_path_exits_non_zero(tmp_path, capsys):
+    _fails_with(["info", str(tmp_path / "missing.safetensors")], capsys, "not found", "missing.safetensors")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not weights\n")
+    _fails_with(["info", str(text)], capsys, "not a PyTorch checkpoint")
+
+
+def test_convert_refuses_to_write_over_its_source_before_loading(pack, tmp_path, capsys, monkeypatch):
+    import aa2.weights.sources as sources
+
+    monkeypatch.setattr(sources, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    source = tmp_path / "aa2.safetensors"
+    source.write_bytes(Path(pack).read_bytes())
+    before = source.read_bytes()
+    _fails_with(["convert", str(source), str(source)], capsys, "is the SRC input")
+    _fails_with(["convert", str(source), str(tmp_path / "x.pt")], capsys, "must end in .safetensors")
+    _fails_with(["convert", str(source), str(tmp_path / "o.safetensors"), "--vae", str(tmp_path / "o.safetensors")],
+                capsys, "is the --vae input")
+    assert source.read_bytes() == before
+
+
+def test_messages_name_options_not_comfyui_folders(tiny_weights, scene, tmp_path, capsys):
+    _, files = scene
+    sd15 = tiny_weights / "checkpoints" / "aa2-tiny-sd15.safetensors"  # lacks motion module and image encoder
+    err = _fails_with(_argv(files, str(sd15), tmp_path / "o.mp4"), capsys, "passed with --motion-module",
+                      "passed with --image-encoder")
+    assert "models/" not in err
+
+
+def test_a_failed_video_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import aa2.video_io as video_io
+
+    out = write_video(tmp_path / "out.mp4", torch.rand(2, 64, 64, 3))
+    before = out.read_bytes()
+
+    class Crashes:  # a writer that dies mid-video, as a full disk or Ctrl-C would
+        def __init__(self, filename, *args):
+            self.filename = filename
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            Path(self.filename).write_bytes(b"half a video")
+            raise KeyboardInterrupt
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(video_io.cv2, "VideoWriter", Crashes)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(out, torch.rand(3, 64, 64, 3))
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]

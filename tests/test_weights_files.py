@@ -174,3 +174,70 @@ def test_load_strict_loads_into_meta_modules():
     load_strict(module, state, "toy net", "toy")
     assert module.weight.device.type == "cpu" and torch.equal(module(torch.ones(1, 2)), torch.full((1, 3), 2.0))
 
+
+
+# ---------------------------------------------------------------------------------- misdiagnosis
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_a_zero_byte_file_is_called_empty(tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    path.touch()
+    with pytest.raises(AA2WeightsError, match=r"w\.\w+ is empty \(0 bytes\)"):
+        read_state_dict(path)
+
+
+def test_a_text_file_renamed_ckpt_is_not_a_checkpoint_and_no_traceback(tmp_path):
+    path = tmp_path / "model.ckpt"
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 4265146304\n")  # an LFS pointer
+    with pytest.raises(AA2WeightsError) as error:  # torch.load alone raises KeyError / IndexError here
+        read_state_dict(path)
+    message = str(error.value)
+    assert "model.ckpt" in message and "is not a PyTorch checkpoint" in message and "looks like text" in message
+    assert "NOT executed" not in message and "could run code" not in message
+
+
+@pytest.mark.parametrize("head", [b"", b"\x80\x02", b"PK\x03\x04"], ids=["random", "pickle-like start", "zip-like start"])
+def test_random_bytes_are_corrupt_not_a_security_risk(tmp_path, head):
+    path = tmp_path / "w.ckpt"
+    path.write_bytes(head + torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1),
+                                          dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(AA2WeightsError) as error:
+        read_state_dict(path)
+    message = str(error.value)
+    assert "w.ckpt" in message and "corrupt" in message and "Download it again" in message
+    assert "NOT executed" not in message and "could run code" not in message
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_a_bare_pickle_with_code_is_refused_and_not_executed(tmp_path, protocol):
+    """Not a torch.save file at all, yet a pickle naming a callable: the security message, never run."""
+    import pickle
+
+    marker = tmp_path / "code_ran.txt"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"w": Payload(marker)}, protocol=protocol))
+    with pytest.raises(AA2WeightsError, match="refused and NOT executed"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_a_safetensors_file_saved_as_pt_is_read_as_what_it_is(tmp_path, tensors):
+    path = tmp_path / "w.pt"
+    write_safetensors(tmp_path / "w.safetensors", tensors).rename(path)
+    assert _same(read_state_dict(path), tensors)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_non_finite_weights_are_refused_naming_the_file_and_the_tensor(tmp_path, tensors, value, suffix):
+    bad = {**tensors, "ids": torch.arange(3)}  # integer tensors are never "non-finite"
+    bad["a.weight"] = bad["a.weight"].clone()
+    bad["a.weight"][1, 2] = value
+    path = tmp_path / f"w{suffix}"
+    write_safetensors(path, bad) if suffix == ".safetensors" else torch.save(bad, path)
+    with pytest.raises(AA2WeightsError, match=r"w\.\w+ holds NaN or infinite weights in 1 of 3 tensors.*a\.weight"):
+        read_state_dict(path)
+    fine = {**bad, "a.weight": tensors["a.weight"]}
+    write_safetensors(path, fine) if suffix == ".safetensors" else torch.save(fine, path)
+    assert _same(read_state_dict(path), fine)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..conditioning.masks import environment_frames, latent_mask
-from ..errors import AA2InputError
+from ..checks import is_finite
+from ..errors import AA2Error, AA2InputError, worded
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
 from .clip_denoiser import GuidedModel, KnownLatents, KSampler, denoise_clip
@@ -68,14 +69,16 @@ def check_model_takes(model: AA2Model, inputs: AnimationInputs) -> None:
     if inputs.depth is not None and net.pose_modulation.depth_guider is None:
         raise AA2InputError(
             "depth was given, but this model has no depth branch (Moore-AnimateAnyone / MIMO weights never "
-            "learned depth, so it is left out when they are loaded): disconnect the depth, or load weights "
-            "trained with depth-wise pose modulation"
+            "learned depth, so it is left out when they are loaded): "
+            + worded(comfyui="disconnect the depth", cli="leave out --depth")
+            + ", or load weights trained with depth-wise pose modulation"
         )
     if inputs.objects is not None and net.object_guider is None:
         raise AA2InputError(
             "object frames were given, but this model has no object guider (Moore-AnimateAnyone / MIMO weights "
-            "never learned one, so it is left out when they are loaded): disconnect the objects — the "
-            "environment outside the character's mask still keeps them — or load Animate Anyone 2 weights"
+            "never learned one, so it is left out when they are loaded): "
+            + worded(comfyui="disconnect the objects", cli="leave out --objects / --object-mask")
+            + " — the environment outside the character's mask still keeps them — or load Animate Anyone 2 weights"
         )
 
 
@@ -118,6 +121,13 @@ def animate(
 
     def on_step(x0: torch.Tensor) -> None:
         state["done"] += 1
+        if not is_finite(x0):  # diverged: stop now, not after rendering every frame NaN (saved black)
+            raise AA2Error(
+                f"sampling diverged at step {state['done']} of {total}: the latents hold NaN or infinite values. "
+                "Usual causes: half precision overflowing ("
+                + worded(comfyui="load the model in fp32 or bf16", cli="try --dtype fp32 or bf16")
+                + "), a very high cfg, or custom sigmas that start too high"
+            )
         if progress is not None:
             progress(state["done"], total, x0)
 

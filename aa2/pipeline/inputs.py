@@ -6,11 +6,13 @@ and the CLI convert at their boundary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from ..checks import first_non_finite, is_finite
 from ..errors import AA2InputError
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from .vae_codec import DEFAULT_CHUNK
@@ -46,6 +48,7 @@ class AnimationInputs:
     def validate(self) -> None:
         if self.reference.ndim != 3 or self.reference.shape[0] != 3:
             raise AA2InputError(f"reference must be one RGB image [3, H, W], got {tuple(self.reference.shape)}")
+        self._check_finite()
         if self.pose.ndim != 4 or self.pose.shape[1] != 3 or self.pose.shape[0] == 0:
             raise AA2InputError(f"pose must be skeleton frames [F, 3, H, W] with F >= 1, got {tuple(self.pose.shape)}")
         height, width = self.size
@@ -79,6 +82,17 @@ class AnimationInputs:
                     "or check that the mask is not inverted"
                 )
 
+    def _check_finite(self) -> None:
+        """One NaN or inf pixel would turn every output frame NaN (saved black) without a word."""
+        if not is_finite(self.reference):
+            raise AA2InputError("the reference image holds NaN or infinite values: check how it was made or loaded")
+        for name in ("pose", "depth", "environment", "mask", "objects"):
+            frames = getattr(self, name)
+            index = None if frames is None or frames.ndim == 0 else first_non_finite(frames)
+            if index is not None:
+                raise AA2InputError(f"{name} frame {index} holds NaN or infinite values: check how the {name} "
+                                    "frames were made or loaded")
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -97,28 +111,35 @@ class SamplingSettings:
     vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call: 1 keeps the decoder's peak lowest
     clip_crop: ClipCrop = "squash"  # how CLIP sees the reference (aa2.models.image_encoder)
 
-    def validate(self, trained_frames: int, max_frames: int) -> int:
-        """Check the options; return the clip length to use."""
+    def check(self) -> None:
+        """The checks that need no model (the CLI makes them before loading one)."""
         if self.steps < 1:
             raise AA2InputError(f"steps must be at least 1, got {self.steps}")
-        if self.cfg < 1.0:
-            raise AA2InputError(f"cfg must be >= 1 (1 turns guidance off), got {self.cfg}")
-        length = self.clip_length or trained_frames
+        if not (math.isfinite(self.cfg) and self.cfg >= 1.0):
+            raise AA2InputError(f"cfg must be a number >= 1 (1 turns guidance off), got {self.cfg}")
+        if self.clip_length is not None and self.clip_length < 1:
+            raise AA2InputError(f"clip_length must be at least 1 (or unset for the motion modules' own), got "
+                                f"{self.clip_length}")
+        if self.motion_frames < 0 or self.overlap < 0:
+            raise AA2InputError("motion_frames and overlap cannot be negative")
+        if self.vae_chunk < 1 or self.feather < 0:
+            raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
+        if self.clip_crop not in CLIP_CROPS:
+            raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
+
+    def validate(self, trained_frames: int, max_frames: int) -> int:
+        """Check the options; return the clip length to use."""
+        self.check()
+        length = self.clip_length if self.clip_length is not None else trained_frames
         if not 1 <= length <= max_frames:
             raise AA2InputError(
                 f"clip_length {length} must be between 1 and {max_frames} (the motion modules' positional table)"
             )
-        if self.motion_frames < 0 or self.overlap < 0:
-            raise AA2InputError("motion_frames and overlap cannot be negative")
         if self.motion_frames + self.overlap >= length:
             raise AA2InputError(
                 f"motion_frames ({self.motion_frames}) + overlap ({self.overlap}) must be less than clip_length "
                 f"({length}) so every clip makes new frames"
             )
-        if self.vae_chunk < 1 or self.feather < 0:
-            raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
-        if self.clip_crop not in CLIP_CROPS:
-            raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
         return length
 
 

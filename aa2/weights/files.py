@@ -7,14 +7,16 @@ building it. There is deliberately no "trust this file" switch: such a file shou
 `.safetensors` once, by someone who trusts it.
 
 Every failure becomes an `AA2WeightsError` naming the file, because in ComfyUI the message is all a
-user sees.
+user sees, and says which failure it is: an empty file, a file that is no checkpoint at all (a text
+or HTML page saved under a weight file's name, random bytes), a truncated or corrupt one, a pickle
+that holds Python objects (the only case called a security risk), or weights that are NaN or inf.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
+import pickletools
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,13 +26,20 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import AA2WeightsError
+from ..atomic import atomic_path
+from ..checks import is_finite
+from ..errors import AA2WeightsError, worded
 
 StateDict = dict[str, torch.Tensor]
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _WRAPPER_KEYS = ("state_dict", "module")  # Lightning / DeepSpeed-style wrappers around the weights
+# How `torch.save(..., _use_new_zipfile_serialization=False)` files begin: the pickled magic number.
+# Every other file torch.load reads is a zip archive.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+# Globals a torch checkpoint's pickle names; anything else in a refused pickle is a Python object.
+_TORCH_GLOBALS = ("torch", "collections", "numpy", "_codecs", "builtins")
 
 
 def read_state_dict(path: str | Path) -> StateDict:
@@ -38,20 +47,34 @@ def read_state_dict(path: str | Path) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise AA2WeightsError(
-            f"weight file not found: {path}. Check the file name, and that it is in the folder the "
-            "node looks in."
+            f"weight file not found: {path}. Check the file name"
+            + worded(comfyui=", and that it is in the folder the node looks in.", cli=" and the folder.")
         )
     suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        loaded: object = _read_safetensors(path)
-    elif suffix in PICKLE_SUFFIXES:
-        loaded = _read_pickle(path)
-    else:
+    if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
         raise AA2WeightsError(
             f"{path}: unknown weight file type {suffix!r}; this pack reads "
             f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}."
         )
-    return _plain_state_dict(loaded, path)
+    if path.stat().st_size == 0:
+        raise _empty(path)
+    if suffix in SAFETENSORS_SUFFIXES or _is_safetensors(path):  # safetensors renamed .pt/.bin read as what they are
+        loaded: object = _read_safetensors(path)
+    else:
+        loaded = _read_pickle(path)
+    return check_finite(_plain_state_dict(loaded, path), str(path))
+
+
+def check_finite(state: StateDict, source: str) -> StateDict:
+    """Refuse weights holding NaN or inf: a model built from them renders every frame NaN (black)."""
+    bad = [key for key, tensor in state.items() if not is_finite(tensor)]
+    if bad:
+        raise AA2WeightsError(
+            f"{source} holds NaN or infinite weights in {len(bad)} of {len(state)} tensors (e.g. {bad[:3]}); "
+            "a model built from it would render only NaN frames. The file is damaged, or was saved from a "
+            "training run that diverged: use an earlier checkpoint or download it again."
+        )
+    return state
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
@@ -59,6 +82,8 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise AA2WeightsError(f"weight file not found: {path}")
+    if path.stat().st_size == 0:
+        raise _empty(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
@@ -74,37 +99,20 @@ def write_safetensors(
     A crash or a full disk mid-write leaves the previous file (or none), never half a file that a
     later run would report as corrupt.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared or non-contiguous storage; a copy per tensor keeps callers simple
     plain = {key: tensor.detach().to("cpu").contiguous().clone() for key, tensor in tensors.items()}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         save_file(plain, temporary, metadata=dict(metadata) if metadata else None)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return Path(path)
 
 
 def write_pickle(path: str | Path, payload: object) -> Path:
     """`torch.save` atomically (temporary file, then `os.replace`), for formats that are pickles:
     original SD `.ckpt`, AnimateDiff `.ckpt`, Moore-AnimateAnyone `.pth`. Only plain containers of
     tensors are written, so the files load with `weights_only=True`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return Path(path)
 
 
 def load_strict(
@@ -128,7 +136,8 @@ def load_strict(
             lines.append(f"  {len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
         for key in wrong[:3]:
             lines.append(f"  {key}: file has {tuple(state[key].shape)}, the {what} needs {tuple(expected[key].shape)}")
-        lines.append(f"Check that the file is a {what} of the kind this slot expects.")
+        lines.append(f"Check that the file is a {what} of the kind this "
+                     + worded(comfyui="slot expects.", cli="option expects."))
         raise AA2WeightsError("\n".join(lines))
     module.load_state_dict(dict(state), strict=True, assign=assign)
     return module
@@ -143,19 +152,99 @@ def _read_safetensors(path: Path) -> StateDict:
 
 def _read_pickle(path: Path) -> object:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
-            detail = str(error).strip().splitlines()[-1][:300]
+        with warnings.catch_warnings():  # a non-checkpoint is reported below, not as torch's protocol warning
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as error:  # torch.load on arbitrary bytes raises anything (KeyError, IndexError, ...)
+        code = _refused_code(path, error)
+        if code is not None:
             raise AA2WeightsError(
                 f"{path} was refused and NOT executed: it is a pickle that contains more than plain tensors "
-                f"(Python objects whose loading could run code; {detail}). If you trust its source, convert "
+                f"(Python objects whose loading could run code; {code}). If you trust its source, convert "
                 "it to .safetensors once (load it in a trusted Python session and save the state dict with "
                 "safetensors.torch.save_file), or download a .safetensors version of the same weights."
             ) from error
+        if not _is_torch_container(path):
+            raise _not_a_checkpoint(path) from error
         raise _corrupt(path, error) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise _corrupt(path, error) from error
+
+
+def _refused_code(path: Path, error: BaseException) -> str | None:
+    """What Python object the file's pickle names, if that is why it was refused; else None.
+
+    torch's weights-only unpickler names a refused global in its message; a pickle it could not even
+    parse (a raw protocol-4 pickle, say) is scanned opcode by opcode, without running anything, and
+    counts as code only if it is a complete pickle naming a global outside torch's own."""
+    if isinstance(error, pickle.UnpicklingError):
+        for line in str(error).splitlines():
+            if "GLOBAL" in line:
+                return line.strip()[:300]
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                with archive.open(name) as stream:
+                    names = _pickled_globals(stream)
+        else:
+            with path.open("rb") as stream:
+                names = _pickled_globals(stream)
+    except Exception:  # not a well-formed pickle: corrupt, not code
+        return None
+    foreign = [n for n in names if not n.split(".")[0].split(" ")[0] in _TORCH_GLOBALS]
+    return f"it names {', '.join(foreign[:3])}" if foreign else None
+
+
+def _pickled_globals(stream) -> list[str]:
+    """The globals named by the first pickle in `stream`; raises if it is not a complete pickle."""
+    names, strings, stopped = [], [], False
+    for opcode, arg, _ in pickletools.genops(stream):
+        if opcode.name in ("GLOBAL", "INST"):
+            names.append(str(arg))
+        elif opcode.name == "STACK_GLOBAL":
+            names.append(" ".join(strings[-2:]) if len(strings) >= 2 else "a global")
+        elif isinstance(arg, str):
+            strings.append(arg)
+        if opcode.name == "STOP":
+            stopped = True
+    if not stopped:
+        raise ValueError("no STOP opcode")
+    return names
+
+
+def _is_torch_container(path: Path) -> bool:
+    """Whether the file begins as a `torch.save` file does (a zip archive, or the legacy magic number);
+    the start, not the zip directory at the end, so a truncated checkpoint still counts."""
+    with path.open("rb") as stream:
+        head = stream.read(len(_LEGACY_TORCH_MAGIC))
+    return head == _LEGACY_TORCH_MAGIC or head.startswith(b"PK\x03\x04")
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file begins with its JSON header's length (8 bytes, little-endian), then `{`."""
+    with path.open("rb") as stream:
+        head = stream.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+def _not_a_checkpoint(path: Path) -> AA2WeightsError:
+    with path.open("rb") as stream:
+        head = stream.read(16)
+    text = all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+    kind = "it looks like text" if text else "its bytes are in no format torch writes"
+    return AA2WeightsError(
+        f"{path} ({path.stat().st_size:,} bytes) is not a PyTorch checkpoint: it is neither a zip archive nor a "
+        f"torch pickle ({kind}; it starts with {head!r}), so it is corrupt or was saved under the wrong name "
+        "(a download that stored an error page does this). Download it again, and compare its size or hash with "
+        "the source's."
+    )
+
+
+def _empty(path: Path) -> AA2WeightsError:
+    return AA2WeightsError(f"{path} is empty (0 bytes): the download or copy did not finish. Download it again.")
 
 
 def _corrupt(path: Path, error: BaseException) -> AA2WeightsError:

@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
 from ..config import UNetShape, VAEShape
-from ..errors import AA2WeightsError
+from ..errors import AA2WeightsError, worded
 from .files import PICKLE_SUFFIXES, StateDict, load_strict, read_state_dict, write_pickle, write_safetensors
 
 UNET_PREFIX = "model.diffusion_model."
@@ -85,7 +85,7 @@ def convert_vae_state_dict(state: StateDict, source: str) -> tuple[StateDict, VA
     if any(k.startswith(UNET_PREFIX) for k in state):
         raise AA2WeightsError(
             f"{source} is a whole checkpoint (UNet + VAE), not a VAE file. Load it as a checkpoint, or "
-            "pick a VAE file from models/vae."
+            + worded(comfyui="pick a VAE file from models/vae.", cli="pass a VAE file to --vae.")
         )
     for prefix in _VAE_FILE_PREFIXES:
         if any(k.startswith(prefix) for k in state):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import AA2Config, FusionMode
-from ..errors import AA2WeightsError
+from ..errors import AA2WeightsError, worded
 from ..models.aa2_model import REQUIRED_PARTS, AA2Model, ModelParts, assemble
 from .animatediff import read_motion_module
 from .checkpoint import is_aa2_checkpoint, read_checkpoint
@@ -32,14 +32,25 @@ from .ldm import describe_weights, read_sd15_checkpoint, read_vae_file
 from .moore import FILES as MOORE_FILES
 from .moore import is_moore_folder, read_moore_folder
 
-_SUPPLIERS = {
-    "denoising_unet": "an SD1.5 checkpoint, a diffusers folder, a Moore-AnimateAnyone folder or a pack checkpoint",
-    "motion": "an AnimateDiff SD1.5 motion module (e.g. mm_sd_v15_v2.ckpt) in models/animatediff_models",
-    "reference_unet": "the base model",
-    "vae": "a VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors) in models/vae",
-    "image_encoder": "a CLIP ViT-L/14 vision file with projection (e.g. the image_encoder of "
-    "sd-image-variations-diffusers) in models/clip_vision",
-}
+
+def _supplier(part: str) -> str:
+    """Which file gives `part`, and where the user puts it (a ComfyUI folder, or a command-line option)."""
+    what = {
+        "denoising_unet": "an SD1.5 checkpoint, a diffusers folder, a Moore-AnimateAnyone folder or a pack checkpoint",
+        "motion": "an AnimateDiff SD1.5 motion module (e.g. mm_sd_v15_v2.ckpt)",
+        "reference_unet": "the base model",
+        "vae": "a VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors)",
+        "image_encoder": "a CLIP ViT-L/14 vision file with projection (e.g. the image_encoder of "
+        "sd-image-variations-diffusers)",
+    }[part]
+    where = {
+        "motion": ("models/animatediff_models", "--motion-module"),
+        "vae": ("models/vae", "--vae"),
+        "image_encoder": ("models/clip_vision", "--image-encoder"),
+    }.get(part)
+    if where is None:
+        return what
+    return what + worded(comfyui=f" in {where[0]}", cli=f", passed with {where[1]}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ def read_sources(sources: ModelSources) -> tuple[AA2Config, ModelParts]:
     if missing:
         raise AA2WeightsError(
             f"{sources.base} ({_KIND_NAMES[kind]}) does not hold every part of the model. Still needed:\n  "
-            + "\n  ".join(f"{name.replace('_', ' ')}: {_SUPPLIERS[name]}" for name in missing)
+            + "\n  ".join(f"{name.replace('_', ' ')}: {_supplier(name)}" for name in missing)
         )
     return config, parts
 
@@ -122,12 +133,10 @@ def load_model(sources: ModelSources) -> AA2Model:
 
 
 def describe(path: str | Path) -> str:
-    """One paragraph on what `path` is and what it can be used for (for `python -m aa2 info`)."""
+    """One paragraph on what `path` is and what it can be used for (for `python -m aa2 info`); an
+    `AA2WeightsError` saying what it is not, if it is no base model."""
     path = Path(path)
-    try:
-        kind = base_kind(path)
-    except AA2WeightsError as error:
-        return str(error)
+    kind = base_kind(path)
     if kind == "sd15":
         state = read_state_dict(path)
         try:

@@ -1,0 +1,115 @@
+"""Bad values never end as "success" with NaN frames: non-finite inputs and weights are refused by
+name before heavy work, sampling that diverges stops at the step it happened, and messages are
+worded for the interface that raised them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from aa2.errors import AA2Error, AA2InputError, AA2WeightsError, interface
+from aa2.pipeline import animate as pipeline
+from aa2.pipeline import clip_denoiser
+from aa2.pipeline.inputs import AnimationInputs, SamplingSettings
+from aa2.weights.files import read_safetensors_metadata, read_state_dict, write_safetensors
+from aa2.weights.sources import ModelSources, load_model
+
+H = W = 64
+
+
+def _inputs(frames: int = 3) -> AnimationInputs:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(frames, H, W)
+    mask[:, 16:48, 20:44] = 1
+    return AnimationInputs(
+        reference=torch.rand(3, 80, 64, generator=g),
+        pose=torch.rand(frames, 3, H, W, generator=g),
+        depth=torch.rand(frames, 3, H, W, generator=g),
+        environment=torch.rand(frames, 3, H, W, generator=g),
+        mask=mask,
+        objects=torch.rand(frames, 3, H, W, generator=g),
+    )
+
+
+@pytest.mark.parametrize("name, index", [("reference", None), ("pose", 2), ("depth", 1), ("environment", 0),
+                                         ("mask", 2), ("objects", 1)])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_input_is_refused_naming_it_and_its_frame(name, index, value):
+    inputs = _inputs()
+    tensor = getattr(inputs, name).clone()
+    (tensor if index is None else tensor[index]).view(-1)[7] = value
+    setattr(inputs, name, tensor)
+    expected = "the reference image holds NaN" if index is None else f"{name} frame {index} holds NaN or infinite"
+    with pytest.raises(AA2InputError, match=expected):
+        inputs.validate()
+
+
+def test_animate_refuses_a_nan_reference_before_running_the_model(monkeypatch):
+    inputs = _inputs()
+    inputs.reference[0, 0, 0] = float("nan")
+    model = SimpleNamespace()  # any use of the model would raise AttributeError, not the input error
+    with pytest.raises(AA2InputError, match="reference image holds NaN"):
+        pipeline.animate(model, inputs)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, 0.5])
+def test_settings_refuse_a_guidance_scale_that_is_not_a_number_at_least_one(value):
+    with pytest.raises(AA2InputError, match="cfg must be a number >= 1"):
+        SamplingSettings(cfg=value).check()
+
+
+def test_clip_length_zero_is_refused_not_taken_as_the_default():
+    with pytest.raises(AA2InputError, match="clip_length must be at least 1"):
+        SamplingSettings(clip_length=0).validate(trained_frames=16, max_frames=32)
+    assert SamplingSettings(clip_length=None).validate(trained_frames=16, max_frames=32) == 16
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "k_euler"])
+def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, sampler):
+    from aa2.sampling.k_samplers import K_SAMPLERS
+
+    real = clip_denoiser.GuidedModel.__call__
+    calls = {"n": 0}
+
+    def nan_from_the_second_call(self, x, t):
+        calls["n"] += 1
+        out = real(self, x, t)
+        return out * float("nan") if calls["n"] >= 2 else out
+
+    monkeypatch.setattr(clip_denoiser.GuidedModel, "__call__", nan_from_the_second_call)
+    seen = []
+    k_sampler = K_SAMPLERS.get(sampler)
+    settings = SamplingSettings(steps=3, clip_length=3, sampler="default" if k_sampler else sampler)
+    inputs = AnimationInputs(reference=torch.rand(3, H, W), pose=torch.rand(3, 3, H, W))
+    with pytest.raises(AA2Error, match="sampling diverged at step 2 of 3"):
+        pipeline.animate(tiny_model, inputs, settings, sampler=k_sampler, progress=lambda d, t, x: seen.append(d))
+    assert seen == [1]  # stopped at once: no further steps, nothing decoded
+
+
+def test_nan_weights_in_a_pack_checkpoint_are_refused_naming_the_file(tiny_weights, tmp_path):
+    source = tiny_weights / "animateanyone2" / "aa2-tiny.safetensors"
+    state = read_state_dict(source)
+    key = next(k for k in state if k.endswith("conv_in.weight"))
+    state[key] = state[key].clone()
+    state[key][0, 0, 0, 0] = float("nan")
+    broken = write_safetensors(tmp_path / "diverged.safetensors", state, read_safetensors_metadata(source))
+    with pytest.raises(AA2WeightsError, match=r"diverged\.safetensors holds NaN or infinite weights.*conv_in"):
+        load_model(ModelSources.from_path(broken))
+
+
+def test_advice_is_worded_for_the_interface_that_raised_it():
+    model = SimpleNamespace(denoising_net=SimpleNamespace(
+        pose_modulation=SimpleNamespace(depth_guider=None), object_guider=None))
+    inputs = _inputs()
+    with pytest.raises(AA2InputError, match="disconnect the depth"):
+        pipeline.check_model_takes(model, inputs)
+    with interface("cli"), pytest.raises(AA2InputError, match="leave out --depth") as error:
+        pipeline.check_model_takes(model, inputs)
+    assert "disconnect" not in str(error.value)
+    inputs.depth = None
+    with interface("cli"), pytest.raises(AA2InputError, match="leave out --objects / --object-mask"):
+        pipeline.check_model_takes(model, inputs)
+    with pytest.raises(AA2InputError, match="disconnect the objects"):  # the context ended with its block
+        pipeline.check_model_takes(model, inputs)
