@@ -347,3 +347,24 @@ def test_mask_boxes_are_the_pixel_boxes_around_each_frame_and_scale_to_other_siz
     assert doubled[0] == tuple(2 * v for v in boxes[0])
     with pytest.raises(AA2InputError, match=r"\[F, H, W\]"):
         mask_boxes(mask[0])
+
+
+def test_environment_mask_formulations_are_the_mask_its_box_and_eq2_between():
+    from aa2.conditioning.masks import environment_mask
+
+    mask = torch.zeros(2, 64, 64)
+    mask[:, 10:50, 20:30] = 1
+    mask[:, 12:20, 30:44] = 1  # an arm: the box is wider than the body
+    precise, box = environment_mask(mask, "precise"), environment_mask(mask, "box")
+    agnostic = environment_mask(mask, "agnostic")
+    assert torch.equal(precise, mask)
+    assert box.sum() == 2 * 40 * 24 and torch.equal(box[:, 10:50, 20:44], torch.ones(2, 40, 24))
+    assert bool((agnostic >= mask).all()) and bool((agnostic <= box).all())
+    assert mask.sum() < agnostic.sum() < box.sum()
+
+
+def test_environment_mask_names_the_choices_for_an_unknown_formulation():
+    from aa2.conditioning.masks import environment_mask
+
+    with pytest.raises(AA2InputError, match="agnostic, precise, box"):
+        environment_mask(torch.ones(1, 8, 8), "outline")

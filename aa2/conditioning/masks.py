@@ -129,6 +129,34 @@ def shape_agnostic_mask(
     return result
 
 
+EnvironmentMask = Literal["agnostic", "precise", "box"]
+ENVIRONMENT_MASKS: tuple[str, ...] = ("agnostic", "precise", "box")
+_ONE_PIXEL_BLOCKS = 1 << 30  # more blocks than any box has pixels: reduced to one-pixel blocks
+
+
+def environment_mask(
+    mask: torch.Tensor,
+    formulation: EnvironmentMask = "agnostic",
+    *,
+    training: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The mask that cuts the character out of the environment, in one of the three formulations
+    the paper compares (§3.2, Figure 7): "agnostic" is eq. 2 (random block counts in training, about
+    10-pixel blocks at inference), "precise" the character mask itself, "box" its bounding box.
+
+    The two others exist for the ablation: a model must be sampled with the formulation it was
+    trained with. `mask [F, H, W]`; returns `[F, H, W]` float 0/1.
+    """
+    if formulation == "agnostic":
+        return shape_agnostic_mask(mask, random_blocks=training, generator=generator)
+    if formulation == "precise":
+        return shape_agnostic_mask(mask, kh=_ONE_PIXEL_BLOCKS, kw=_ONE_PIXEL_BLOCKS)
+    if formulation == "box":
+        return shape_agnostic_mask(mask, kh=1, kw=1)
+    raise AA2InputError(f"the environment mask is one of {', '.join(ENVIRONMENT_MASKS)}; got {formulation!r}")
+
+
 def draw_block_counts(
     h: int, w: int, generator: torch.Generator | None = None
 ) -> tuple[int, int]:
