@@ -1,8 +1,10 @@
 """Rendering a prepared clip with the pipeline, as validation and evaluation do (paper §4).
 
-The reference is the clip's first frame (the TikTok protocol re-renders a video from one of its own
-frames), the pose, structured depth, environment and object sequence come from the prepared data,
-and the environment mask is the inference-time shape-agnostic mask (kh = h/10, kw = w/10).
+By default the reference is the clip's first frame (the TikTok protocol re-renders a video from one
+of its own frames), the pose, structured depth, environment and object sequence come from the
+prepared data, and the environment mask is the inference-time shape-agnostic mask (kh = h/10,
+kw = w/10). SynthWorld's evaluation (`train.synthworld_eval`) passes its own `reference` (the
+character standing, or another character) and the environment formulation a model was trained with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from einops import rearrange
 
-from aa2.conditioning.masks import shape_agnostic_mask
+from aa2.conditioning.masks import EnvironmentMask, environment_mask
 from aa2.conditioning.sam2_segment import object_frames
 from aa2.conditioning.structured_depth import structured_depth
 from aa2.models.aa2_model import AA2Model
@@ -22,33 +24,41 @@ from aa2.pipeline.animate import animate
 from aa2.pipeline.inputs import AnimationInputs, SamplingSettings
 
 
-def animation_inputs(model: AA2Model, sample: dict[str, Any], depth_convention: str = "inverse") -> AnimationInputs:
-    """The pipeline's inputs for re-rendering a prepared clip from its first frame."""
+def animation_inputs(model: AA2Model, sample: dict[str, Any], depth_convention: str = "inverse", *,
+                     reference: torch.Tensor | None = None,
+                     formulation: EnvironmentMask = "agnostic") -> AnimationInputs:
+    """The pipeline's inputs for re-rendering a prepared clip: from its first frame, or from
+    `reference [3, H, W]` 0..1 when given; the environment cut by `environment_mask(character_mask,
+    formulation)`. Objects are left out for a model without an object guider (as depth is for one
+    without a depth branch): its environment still shows them."""
     frames = sample["frames"].float()
     skeleton = sample["skeleton"].float()
     depth = None
     if bool(sample.get("has_depth", False)) and model.denoising_net.pose_modulation.depth_guider is not None:
         depth = structured_depth(skeleton, sample["depth"].float(), convention=depth_convention)
     objects = None
-    if bool(sample.get("has_objects", False)):
+    if bool(sample.get("has_objects", False)) and model.denoising_net.object_guider is not None:
         objects = object_frames(frames, sample["object_mask"].float())
     return AnimationInputs(
-        reference=frames[0],
+        reference=frames[0] if reference is None else reference.float(),
         pose=skeleton,
         depth=depth,
         environment=frames,
-        mask=shape_agnostic_mask(sample["character_mask"].float()),
+        mask=environment_mask(sample["character_mask"].float(), formulation),
         objects=objects,
     )
 
 
 def render_clip(model: AA2Model, sample: dict[str, Any], settings: SamplingSettings,
-                depth_convention: str = "inverse") -> torch.Tensor:
-    """Render a prepared clip; returns `[F, 3, H, W]` 0..1 on the CPU."""
+                depth_convention: str = "inverse", *, reference: torch.Tensor | None = None,
+                formulation: EnvironmentMask = "agnostic") -> torch.Tensor:
+    """Render a prepared clip (`reference`, `formulation`: see `animation_inputs`); returns
+    `[F, 3, H, W]` 0..1 on the CPU."""
     frames = sample["frames"].shape[0]
     length = min(frames, model.config.motion.trained_frames)
     settings = dataclasses.replace(settings, clip_length=length, motion_frames=min(settings.motion_frames, length - 1))
-    result = animate(model, animation_inputs(model, sample, depth_convention), settings)
+    inputs = animation_inputs(model, sample, depth_convention, reference=reference, formulation=formulation)
+    result = animate(model, inputs, settings)
     return rearrange(result.frames, "f h w c -> f c h w")
 
 

@@ -1,0 +1,331 @@
+"""Score a checkpoint on held-out SynthWorld clips against their known ground truth (SynthWorld issue).
+
+    python -m train.synthworld_eval --checkpoint CKPT --data HELDOUT_DIR --out DIR \
+        [--steps 20] [--cfg 2.5] [--seed 0] [--size H W] [--clip-length F] \
+        [--environment-mask agnostic|precise|box] [--cross-identity] [--composite] \
+        [--limit N] [--save-videos] [--lpips-backbone vgg16.pth --lpips-linear vgg.pth]
+
+`HELDOUT_DIR` is written by `python -m train.synthworld HELDOUT_DIR --split heldout --cross-identity`.
+Every clip is rendered by the pipeline (`train.render`) from the character *standing*
+(`reference.png`, not frame 0: the task is real animation), driven by the clip's skeleton, depth
+and objects, in the clip's frames cut by `environment_mask(character_mask, --environment-mask)`
+(the formulation the model was trained with; Figure 7's ablation compares them).
+
+- `--cross-identity` (Figure 7 analogue): animate character B (`cross/reference.png`) with A's
+  pose, depth, objects and environment (A's frames cut with A's mask); the ground truth is
+  `cross/`, B performing A's motion, and every mask below is B's. Shape leakage shows here.
+- `--composite` (Table 3's baseline, "Animate Anyone 1 composited onto the clean background"):
+  the model samples without environment (an AA1-style checkpoint, `use_environment=False`), and its
+  frames are pasted into the driving video inside the environment mask; outside it the driving
+  frame stays, which is the clean background plus the true objects.
+
+Scores (per frame on 8-bit frames, averaged over a clip's frames, then over clips; see
+`train.metrics.regions`): `psnr` and `ssim` over the whole frame (the paper's), `lpips` when its
+weights are given, `psnr_environment` outside the true character mask dilated by 4 px (pixels
+the model must keep), `psnr_character` inside the true mask (pixels it must draw), `psnr_band` on
+the ring from 2 px inside to 4 px outside the outline (where leakage shows), and `silhouette_iou`:
+the pixels differing from the clean background by more than 0.12 (max over RGB), a 3×3 opening
+by reconstruction (drops speckle, keeps thin limbs), minus the true object's pixels, against the
+true character mask. Radii are for 64-pixel
+frames and scale with the frame. Each score is also given for the *ceiling*: the ground truth
+through the checkpoint's own VAE (encode, decode), which no render can beat by more than luck;
+`estimator_on_truth` is `silhouette_iou` on the true frames, the silhouette estimator's own error.
+
+Writes `OUT/metrics.json` (settings, per clip, `mean`, `vae_ceiling`, per motion) and prints one line.
+A metric undefined for every frame (an empty region) is null; an exact reproduction is "inf".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from einops import rearrange
+
+from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
+from aa2.errors import AA2Error, AA2InputError
+from aa2.pipeline.inputs import SamplingSettings
+from aa2.pipeline.vae_codec import decode_latents, encode_frames
+from aa2.weights.sources import ModelSources, load_model
+
+from . import store
+from .dataset import PreparedClips, _cover, _resize
+from .metrics import load_lpips, psnr, quantize_8bit, ssim
+from .metrics.regions import (BAND_INNER_PX_AT_64, BAND_OUTER_PX_AT_64, SILHOUETTE_OPENING, SILHOUETTE_THRESHOLD,
+                              character_band, environment_region, estimate_silhouette, mask_iou, region_psnr,
+                              scaled_radius)
+from .render import render_clip, write_video
+
+METRICS = ("psnr", "ssim", "lpips", "psnr_environment", "psnr_character", "psnr_band", "silhouette_iou")
+ENVIRONMENT_MARGIN_PX_AT_64 = BAND_OUTER_PX_AT_64  # the environment starts where the band ends
+
+
+@dataclasses.dataclass(frozen=True)
+class Truth:
+    """What a render is scored against, at the evaluation size: frames `[F, 3, H, W]` 0..1,
+    character and object masks `[F, H, W]` bool (the object's all False without one), and the
+    clean background `[3, H, W]`."""
+
+    frames: torch.Tensor
+    character: torch.Tensor
+    objects: torch.Tensor
+    background: torch.Tensor
+
+
+def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: int | None) -> PreparedClips:
+    """The held-out clips, consecutive frames, no augmentation. `size` None: the clips' own;
+    `clip_length` None: the shortest clip's frame count (one clip per video)."""
+    folders = sorted(p for p in Path(data).iterdir() if (p / store.META).is_file()) if Path(data).is_dir() else []
+    metas = [store.read_json(p / store.META) for p in folders]
+    metas = [m for m in metas if "synthworld" in m]
+    if not metas:
+        raise AA2InputError(f"no SynthWorld clips in {data}: write them with "
+                            "python -m train.synthworld DIR --split heldout --cross-identity")
+    if size is None:
+        size = (int(metas[0]["height"]), int(metas[0]["width"]))
+    if clip_length is None:
+        clip_length = min(int(m["frames"]) for m in metas)
+    return PreparedClips(data, clip_length=clip_length, size=size, stride=1, seed=0, clips_per_video=None)
+
+
+def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple[torch.Tensor, Truth, str]:
+    """For clip `index`: the reference to animate `[3, H, W]`, the ground truth, and the motion.
+    Extras are resized and cropped exactly as `PreparedClips` treats the clip's own frames."""
+    video, start = clips.clips[index]
+    meta = clips.videos[video]
+    folder: Path = meta["folder"]
+    files = meta["synthworld"]["files"]
+    indices = list(range(start, start + clips.clip_length))
+    h, w = int(meta["height"]), int(meta["width"])
+    (rh, rw), (top, left) = _cover(h, w, clips.size)
+    crop = (slice(top, top + clips.size[0]), slice(left, left + clips.size[1]))
+    shrink = rh * rw < h * w
+    image_mode = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+
+    def image(name: str) -> torch.Tensor:
+        path = folder / name
+        pixels = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+        if pixels is None:
+            raise AA2InputError(f"{path} is missing or unreadable: write the clips again with python -m train.synthworld")
+        pixels = _resize(np.ascontiguousarray(pixels[..., ::-1]), rh, rw, image_mode)[crop]
+        return rearrange(torch.from_numpy(pixels.copy()).float() / 255.0, "h w c -> c h w")
+
+    def masks(name: str | None) -> torch.Tensor:
+        if name is None:
+            return torch.zeros(len(indices), *clips.size, dtype=torch.bool)
+        stored = store.read_masks(folder / name, indices).astype(np.uint8)
+        return torch.from_numpy(np.stack([_resize(m, rh, rw, cv2.INTER_NEAREST)[crop] for m in stored])).bool()
+
+    background = image(files["background"])
+    if not cross_identity:
+        sample = clips[index]
+        truth = Truth(sample["frames"], sample["character_mask"] > 0.5, sample["object_mask"] > 0.5, background)
+        return image(files["reference"]), truth, meta["synthworld"]["motion"]
+    cross = files.get("cross")
+    if not cross:
+        raise AA2InputError(f"{folder.name} has no cross-identity rendering: write the held-out clips with "
+                            "python -m train.synthworld DIR --split heldout --cross-identity")
+    pixels = store.read_frames(folder, cross["frames"], indices)
+    pixels = np.stack([_resize(p, rh, rw, image_mode)[crop] for p in pixels])
+    frames = rearrange(torch.from_numpy(pixels).float() / 255.0, "f h w c -> f c h w").contiguous()
+    truth = Truth(frames, masks(cross["character_mask"]), masks(cross.get("object_mask")), background)
+    return image(cross["reference"]), truth, meta["synthworld"]["motion"]
+
+
+def score(frames: torch.Tensor, truth: Truth, lpips_model=None) -> dict[str, float | None]:
+    """Every metric of one clip: `frames` and `truth.frames` `[F, 3, H, W]` 0..1, already 8-bit.
+    Per-frame values averaged over the frames that define them."""
+    size = tuple(frames.shape[-2:])
+    band = character_band(truth.character, scaled_radius(BAND_OUTER_PX_AT_64, size),
+                          scaled_radius(BAND_INNER_PX_AT_64, size))
+    environment = environment_region(truth.character, scaled_radius(ENVIRONMENT_MARGIN_PX_AT_64, size))
+    silhouette = estimate_silhouette(frames, truth.background, exclude=truth.objects)
+    result = {
+        "psnr": psnr(frames, truth.frames),
+        "ssim": ssim(frames, truth.frames),
+        "lpips": None,
+        "psnr_environment": region_psnr(frames, truth.frames, environment),
+        "psnr_character": region_psnr(frames, truth.frames, truth.character),
+        "psnr_band": region_psnr(frames, truth.frames, band),
+        "silhouette_iou": mask_iou(silhouette, truth.character),
+    }
+    if lpips_model is not None:
+        device = next(lpips_model.parameters()).device
+        with torch.no_grad():
+            result["lpips"] = lpips_model(frames.to(device), truth.frames.to(device)).double().cpu()
+    return {name: _frame_mean(values) for name, values in result.items()}
+
+
+def vae_round_trip(model, frames: torch.Tensor) -> torch.Tensor:
+    """`frames [F, 3, H, W]` through the checkpoint's VAE (posterior mean, decode): the ceiling."""
+    with torch.no_grad():
+        return decode_latents(model.vae, encode_frames(model.vae, frames)).float().cpu()
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
+             settings: SamplingSettings = SamplingSettings(cfg=2.5), size: tuple[int, int] | None = None,
+             clip_length: int | None = None, formulation: str = "agnostic", cross_identity: bool = False,
+             composite: bool = False, limit: int | None = None, save_videos: bool = False,
+             lpips_backbone: str | None = None, lpips_linear: str | None = None,
+             device: str | None = None) -> dict[str, Any]:
+    """Render and score the held-out clips; writes `OUT/metrics.json` and returns the same dict."""
+    if formulation not in ENVIRONMENT_MASKS:
+        raise AA2InputError(f"--environment-mask is one of {', '.join(ENVIRONMENT_MASKS)}; got {formulation!r}")
+    settings.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if composite:
+        # the AA1 baseline never sees the environment; it is pasted in afterwards
+        settings = dataclasses.replace(settings, environment="off")
+    skipped: dict[str, str] = {}
+    lpips_model = None
+    if lpips_backbone and lpips_linear:
+        lpips_model = load_lpips(lpips_backbone, lpips_linear, rescale=False).to(device)
+    else:
+        skipped["lpips"] = ("no LPIPS weights (nothing is downloaded): pass --lpips-backbone (torchvision VGG16) "
+                            "and --lpips-linear (the lpips package's v0.1 vgg.pth)")
+    clips = open_heldout(data, size, clip_length)
+    model = load_model(ModelSources.from_path(checkpoint)).to(device)
+    count = len(clips) if limit is None else min(limit, len(clips))
+
+    per_clip = []
+    for index in range(count):
+        sample = clips[index]
+        reference, truth, motion = clip_extras(clips, index, cross_identity)
+        rendered = render_clip(model, sample, settings, reference=reference, formulation=formulation).float()
+        if composite:
+            inside = environment_mask(sample["character_mask"].float(), formulation).bool().unsqueeze(1)
+            rendered = torch.where(inside, rendered, sample["frames"].float())
+        ceiling = vae_round_trip(model, truth.frames)
+        truth = dataclasses.replace(truth, frames=quantize_8bit(truth.frames))
+        rendered, ceiling = quantize_8bit(rendered), quantize_8bit(ceiling)
+        name = f"{sample['video_id']}@{sample['start']}"
+        per_clip.append({
+            "clip": name, "video_id": sample["video_id"], "start": sample["start"], "motion": motion,
+            "frames": int(rendered.shape[0]),
+            "scores": score(rendered, truth, lpips_model),
+            "vae_ceiling": score(ceiling, truth, lpips_model),
+            "estimator_on_truth": {"silhouette_iou": _frame_mean(mask_iou(
+                estimate_silhouette(truth.frames, truth.background, exclude=truth.objects), truth.character))},
+        })
+        if save_videos:
+            write_video(out / f"{index:05d}-{name.replace('@', '-')}.mp4", torch.cat([truth.frames, rendered, ceiling], dim=-1))
+
+    motions = sorted({c["motion"] for c in per_clip})
+    result = {
+        "settings": {
+            "checkpoint": str(checkpoint), "data": str(data), "steps": settings.steps, "cfg": settings.cfg,
+            "seed": settings.seed, "formulation": formulation, "cross_identity": cross_identity,
+            "composite": composite, "size": list(clips.size), "clip_length": clips.clip_length,
+            "sampling": dataclasses.asdict(settings),
+            "model": {"use_environment": model.config.use_environment,
+                      "use_object_guider": model.config.use_object_guider,
+                      "use_depth": model.denoising_net.pose_modulation.depth_guider is not None},
+            "silhouette": {"threshold": SILHOUETTE_THRESHOLD, "opening": SILHOUETTE_OPENING, "reconstruct": True},
+            "radii_px_at_64": {"environment_margin": ENVIRONMENT_MARGIN_PX_AT_64, "band_outer": BAND_OUTER_PX_AT_64,
+                               "band_inner": BAND_INNER_PX_AT_64},
+        },
+        "clips": per_clip,
+        "mean": _clip_mean(per_clip, "scores"),
+        "vae_ceiling": _clip_mean(per_clip, "vae_ceiling"),
+        "estimator_on_truth": _clip_mean(per_clip, "estimator_on_truth"),
+        "by_motion": {m: {"clips": sum(c["motion"] == m for c in per_clip),
+                          "mean": _clip_mean([c for c in per_clip if c["motion"] == m], "scores")} for m in motions},
+        "skipped": skipped,
+    }
+    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False))
+    return result
+
+
+def summary_line(result: dict[str, Any], out: str | Path) -> str:
+    """One line: each metric as `render (ceiling)`."""
+    s = result["settings"]
+    mode = s["formulation"] + (", cross-identity" if s["cross_identity"] else "") + (", composite" if s["composite"] else "")
+    parts = [f"{name} {_fmt(result['mean'][name])} ({_fmt(result['vae_ceiling'][name])})"
+             for name in METRICS if result["mean"][name] is not None]
+    return f"synthworld_eval: {len(result['clips'])} clips, {mode}: " + ", ".join(parts) + f" [render (VAE ceiling)] -> {Path(out) / 'metrics.json'}"
+
+
+def _frame_mean(values: torch.Tensor | None) -> float | None:
+    """Mean over the frames where a value is defined (NaN: empty region); None if none is."""
+    if values is None:
+        return None
+    values = values.flatten().double()
+    defined = values[~values.isnan()]
+    return float(defined.mean()) if defined.numel() else None
+
+
+def _clip_mean(clips: list[dict], key: str) -> dict[str, float | None]:
+    names = clips[0][key].keys() if clips else METRICS
+    out = {}
+    for name in names:
+        values = [c[key][name] for c in clips if c[key][name] is not None]
+        out[name] = sum(values) / len(values) if values else None
+    return out
+
+
+def _jsonable(value):
+    """Strict JSON: inf (an exact reproduction) as the string "inf", NaN as null."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _fmt(value) -> str:
+    return "inf" if value == math.inf else f"{value:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.synthworld_eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="the pack's .safetensors checkpoint")
+    parser.add_argument("--data", required=True, help="held-out SynthWorld clips (python -m train.synthworld --split heldout)")
+    parser.add_argument("--out", required=True, help="folder for metrics.json (and videos)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", type=float, default=2.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="default: the clips' own size")
+    parser.add_argument("--clip-length", type=int, help="frames per clip (default: the shortest clip's length)")
+    parser.add_argument("--environment-mask", choices=ENVIRONMENT_MASKS, default="agnostic",
+                        help="the formulation the model was trained with (default agnostic, eq. 2)")
+    parser.add_argument("--cross-identity", action="store_true", help="animate the clip's other character (cross/)")
+    parser.add_argument("--composite", action="store_true",
+                        help="AA1 baseline: sample without environment, paste into the driving frames inside the mask")
+    parser.add_argument("--limit", type=int, help="score only the first N clips")
+    parser.add_argument("--save-videos", action="store_true", help="one mp4 per clip: truth | render | VAE ceiling")
+    parser.add_argument("--lpips-backbone", help="torchvision VGG16 weights for LPIPS")
+    parser.add_argument("--lpips-linear", help="the lpips package's v0.1 vgg.pth")
+    parser.add_argument("--device", help="default: cuda when available, else cpu")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate(
+            args.checkpoint, args.data, args.out,
+            settings=SamplingSettings(steps=args.steps, cfg=args.cfg, seed=args.seed),
+            size=tuple(args.size) if args.size else None, clip_length=args.clip_length,
+            formulation=args.environment_mask, cross_identity=args.cross_identity, composite=args.composite,
+            limit=args.limit, save_videos=args.save_videos, lpips_backbone=args.lpips_backbone,
+            lpips_linear=args.lpips_linear, device=args.device,
+        )
+    except AA2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary_line(result, args.out))
+    for name, reason in result["skipped"].items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
