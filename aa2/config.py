@@ -257,3 +257,29 @@ def tiny() -> AA2Config:
             projection_dim=32,
         ),
     )
+
+
+def synthworld() -> AA2Config:
+    """The small Animate Anyone 2 that SynthWorld trains from scratch (64x64 clips, CPU-sized).
+
+    SD1.5's structure (four levels, two layers each, every AA2 part) at widths a 2-core CPU trains in
+    minutes. Sampled as Moore-AnimateAnyone is (v-prediction, zero-terminal SNR, trailing spacing,
+    a clean last DDIM step): with zero terminal SNR the first step sees no image at all, so the
+    model must take colours and layout from its conditions, which is what this world tests. The VAE
+    shape here is a placeholder: `train.init_model` replaces it with the trained VAE's.
+    """
+    return AA2Config(
+        unet=UNetShape(block_out_channels=(32, 64, 64, 128), cross_attention_dim=32, attention_heads=4),
+        motion=MotionShape(max_seq_length=32, attention_heads=4, trained_frames=8),
+        pose=PoseShape(block_out_channels=(8, 16, 16, 32), attention_heads=4),
+        vae=VAEShape(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=16),
+        image_encoder=ImageEncoderShape(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1, patch_size=8,
+            image_size=32, projection_dim=32,
+        ),
+        scheduler=SchedulerSettings(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                    timestep_spacing="trailing", set_alpha_to_one=True),
+    )
+
+
+PRESETS = {"sd15": sd15, "tiny": tiny, "synthworld": synthworld}

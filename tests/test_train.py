@@ -259,7 +259,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_weights):
 # ----------------------------------------------------------------------------------------- runs
 
 
-def test_tiny_model_overfits_one_clip(tiny_weights, tmp_path):
+def test_tiny_model_overfits_one_clip(tiny_weights, tmp_path, capsys):
     # one clip, no augmentation or dropout, lr 1e-3: the loss halves within 30 steps on this data
     # (measured: first-8 mean 1.12, last-8 mean ~0.5); every draw is seeded, so the run is repeatable
     out = tmp_path / "run"
@@ -271,6 +271,10 @@ def test_tiny_model_overfits_one_clip(tiny_weights, tmp_path):
     values = losses(out)
     assert len(values) == 30
     assert sum(values[-8:]) / 8 < 0.6 * sum(values[:8]) / 8
+    # a run says where it is while it trains (run.log_every = 1 in the tiny recipe)
+    printed = capsys.readouterr().out
+    assert "training image stage:" in printed
+    assert f"step 30/30  loss {values[-1]:.4f}" in printed and "min left" in printed
 
 
 def test_resume_in_a_new_process_repeats_the_uninterrupted_losses(straight_run, tiny_weights, tmp_path):

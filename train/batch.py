@@ -8,13 +8,14 @@ cut from it with the pack's own functions, exactly as inference cuts them from a
    depth maps follow the same scale so the pose still matches the (scaled) character;
 2. the reference image (`augment.training_reference`): a random frame of the *unscaled* clip,
    centre-cropped, on a random background — the character at its own build, as at inference;
-3. the shape-agnostic mask with random block counts (`masks.shape_agnostic_mask(random_blocks=True)`)
+3. the shape-agnostic mask with random block counts (`masks.environment_mask(..., training=True)`;
+   `data.environment_mask` swaps in the precise mask or the box for the Figure 7 ablation)
    and the environment frames it cuts (`masks.environment_frames`), at latent size `latent_mask`;
 4. structured depth (`structured_depth`) from skeleton and depth;
 5. the object sequence (`sam2_segment.object_frames`) where the clip has object masks.
 
 Then the frozen VAE and CLIP encode targets, environment, objects and reference, without
-gradients. Every random draw comes from the generator the caller passes (one per step), so a
+gradients (CLIP with them when a stage trains it). Every random draw comes from the generator the caller passes (one per step), so a
 resumed run rebuilds exactly the batches of an uninterrupted one.
 
 Departures: in the image stage one target frame is taken from the clip, a different frame from
@@ -32,7 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from aa2.conditioning.augment import random_scale, scale_about, training_reference
-from aa2.conditioning.masks import environment_frames, latent_mask, shape_agnostic_mask
+from aa2.conditioning.masks import environment_frames, environment_mask, latent_mask
 from aa2.conditioning.sam2_segment import object_frames
 from aa2.conditioning.structured_depth import structured_depth
 from aa2.errors import AA2InputError
@@ -64,7 +65,7 @@ class TrainingInputs:
     """A batch as the DenoisingNet takes it (latents scaled, float32)."""
 
     latents: torch.Tensor  # [B, 4, F, h, w] clean target latents
-    environment: torch.Tensor  # [B, 5, F, h, w] environment latents + shape-agnostic mask
+    environment: torch.Tensor | None  # [B, 5, F, h, w] environment latents + mask; None without that input
     skeleton: torch.Tensor  # [B, 3, F, H, W]
     depth: torch.Tensor | None  # [B, 3, F, H, W]; None when the model has no depth guider
     object_latents: torch.Tensor | None  # [B, 4, F, h, w]
@@ -108,7 +109,7 @@ def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator,
         skeleton = scale_about(skeleton, scale, centre)
         depth = scale_about(depth[:, None], scale, centre)[:, 0]
 
-    agnostic = shape_agnostic_mask(scaled_character, random_blocks=True, generator=generator)
+    agnostic = environment_mask(scaled_character, data.environment_mask, training=True, generator=generator)
     if bool(sample.get("has_depth", False)):
         depth_map = structured_depth(skeleton, depth, convention=data.depth_convention)
     else:
@@ -124,28 +125,42 @@ def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator,
     )
 
 
-@torch.no_grad()
 def encode_batch(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: int = 8) -> TrainingInputs:
-    """VAE-encode targets, environment, objects and references; CLIP-encode the references."""
+    """VAE-encode targets, environment, objects and references; CLIP-encode the references.
+
+    Without gradients, except through an image encoder that trains (a stage naming `image_encoder.*`).
+    """
+    with torch.no_grad():
+        inputs = _encode_frozen(model, clips, vae_chunk)
+    references = torch.stack([c.reference for c in clips])
+    trains = any(p.requires_grad for p in model.image_encoder.parameters())
+    with torch.set_grad_enabled(trains):
+        inputs.context = reference_context(model.image_encoder, references).float().to(inputs.latents.device)
+    return inputs
+
+
+def _encode_frozen(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: int) -> TrainingInputs:
     use_objects = model.denoising_net.object_guider is not None and any(c.objects is not None for c in clips)
     use_depth = model.denoising_net.pose_modulation.depth_guider is not None
+    use_environment = model.config.use_environment
 
     def encode(frames: torch.Tensor) -> torch.Tensor:  # [F, 3, H, W] -> [1, 4, F, h, w] float32
         return encode_frames(model.vae, frames, vae_chunk).float()
 
     latents = torch.cat([encode(c.target) for c in clips])
-    env = torch.cat([
-        torch.cat([encode(c.environment), rearrange(latent_mask(c.agnostic_mask), "f 1 h w -> 1 1 f h w")
-                   .to(latents.device)], dim=1)
-        for c in clips
-    ])
+    env = None
+    if use_environment:
+        env = torch.cat([
+            torch.cat([encode(c.environment), rearrange(latent_mask(c.agnostic_mask), "f 1 h w -> 1 1 f h w")
+                       .to(latents.device)], dim=1)
+            for c in clips
+        ])
     object_latents = None
     if use_objects:  # a sample without objects shows the empty (all-grey) object sequence
         object_latents = torch.cat([
             encode(c.objects if c.objects is not None else torch.full_like(c.target, 0.5)) for c in clips])
     references = torch.stack([c.reference for c in clips])
     reference_latents = rearrange(encode(references), "1 c b h w -> b c h w")
-    context = reference_context(model.image_encoder, references).float()
     device = latents.device
 
     def clip_video(name: str) -> torch.Tensor:
@@ -158,7 +173,7 @@ def encode_batch(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: in
         depth=clip_video("depth") if use_depth else None,
         object_latents=object_latents,
         reference_latents=reference_latents,
-        context=context.to(device),
+        context=torch.empty(0),  # encode_batch fills it, with gradients where the encoder trains
     )
 
 

@@ -13,7 +13,9 @@ batch 8, 16-frame clips, 100k steps, lr 1e-5, AdamW — but not a stage split):
 
 Which parameters train is configuration: `trainable` globs (`fnmatch`, `*` crosses dots) over
 `AA2Model.named_parameters()` names, minus the `frozen` globs. The VAE and the image encoder are
-always frozen: the batch builder encodes through them without gradients.
+always frozen: the batch builder encodes through it without gradients. The image encoder is frozen
+unless a stage's globs name it (`image_encoder.*`): a model trained from scratch (SynthWorld) has
+no pretrained CLIP, and its encoder then trains with the image stage through the CLIP context.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "motion": (MOTION_MODULES,),
 }
 STAGE_FROZEN: dict[str, tuple[str, ...]] = {"image": (MOTION_MODULES,), "motion": ()}
-ALWAYS_FROZEN = ("vae.*", "image_encoder.*")
+ALWAYS_FROZEN = ("vae.*",)  # the batch builder encodes targets through it without gradients
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ class DataSettings:
     reference_aspect: float | None = None  # width / height of the reference's centre crop; None: the frame's
     backgrounds: str | None = None  # folder of background images for the reference; None: flat colours
     depth_convention: Literal["inverse", "depth"] = "inverse"  # prepared depth is near-bright
+    # How the character is cut out of the environment (§3.2, Figure 7): "agnostic" is eq. 2; the
+    # others ("precise" mask, "box") exist for the ablation. Sample with the one you trained with.
+    environment_mask: Literal["agnostic", "precise", "box"] = "agnostic"
 
 
 @dataclass(frozen=True)

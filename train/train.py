@@ -260,6 +260,9 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
 
     batches = iter(loader)
     unwrapped: DenoisingStep = accelerator.unwrap_model(step_module)
+    run_started, first_step = time.perf_counter(), step
+    accelerator.print(f"training {config.stage.name} stage: {sum(p.numel() for p in trainable.values()) / 1e6:.1f}M "
+                      f"trainable parameters, {len(dataset) - held} clips, steps {step + 1}..{o.steps}", flush=True)
     try:
         while step < o.steps:
             started = time.perf_counter()
@@ -304,8 +307,11 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
                 with open(run_dir / f"checksums-rank{rank}.jsonl", "a") as log:
                     log.write(json.dumps({"step": step, "checksum": checksum(trainable),
                                           "rank_loss": float(loss.detach())}) + "\n")
-            if accelerator.trackers and (step % config.run.log_every == 0 or step == 1):
-                accelerator.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
+            if step % config.run.log_every == 0 or step == 1 or step == o.steps:
+                if accelerator.trackers:
+                    accelerator.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
+                accelerator.print(_progress(record, o.steps, step - first_step, time.perf_counter() - run_started),
+                                  flush=True)
             if step % config.run.checkpoint_every == 0 or step == o.steps:
                 _save(run_dir, step, samples_seen, config, accelerator, trainable, optimizer, lr_scheduler, sharded)
             if config.run.validate_every and held and step % config.run.validate_every == 0:
@@ -384,6 +390,17 @@ def _validate(model: AA2Model, dataset, index: int, run_dir: Path, step: int, co
         write_video(run_dir / "validation" / f"{ckpt.checkpoint_name(step)}-{sample.get('video_id', index)}.mp4",
                     torch.cat([truth, rendered], dim=-1))
     accelerator.wait_for_everyone()
+
+
+def _progress(record: dict[str, Any], steps: int, done_here: int, elapsed: float) -> str:
+    """One line a person reads while a run trains: where it is, its loss, and when it will end.
+
+    The time left is extrapolated from the `done_here` steps this process ran in `elapsed` seconds.
+    """
+    done = record["step"]
+    eta = elapsed / max(done_here, 1) * (steps - done)
+    return (f"step {done}/{steps}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.2f} s/step"
+            f"  ~{eta / 60:.0f} min left")
 
 
 def _truncate_log(path: Path, step: int) -> None:

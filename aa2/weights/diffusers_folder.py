@@ -100,13 +100,15 @@ def read_unet_folder(folder: str | Path) -> tuple[StateDict, UNetShape, int]:
 
 
 def read_vae_folder(folder: str | Path) -> tuple[StateDict, VAEShape]:
-    """`vae/` -> (state dict, shape); the scaling factor comes from config.json."""
+    """`vae/` -> (state dict, shape); the scaling factor and group count come from config.json."""
     folder = Path(folder)
     config, state, source = _read_part(folder, "vae")
     state = modern_vae_attention_names(state)
     shape = infer_diffusers_vae_shape(state, source)
     if "scaling_factor" in config:
         shape = dataclasses.replace(shape, scaling_factor=float(config["scaling_factor"]))
+    if "norm_num_groups" in config:  # group counts leave no trace in tensor shapes: only the config knows
+        shape = dataclasses.replace(shape, norm_num_groups=int(config["norm_num_groups"]))
     _check_config(folder / "config.json", config, shape.diffusers_config(), _VAE_SETTINGS)
     return state, shape
 

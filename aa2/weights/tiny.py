@@ -32,10 +32,16 @@ from .moore import write_moore_folder
 NAME = "aa2-tiny"
 
 
-def random_parts(config: AA2Config | None = None, seed: int = 0) -> ModelParts:
-    """Random state dicts for every part of `config` (default: `tiny()`), reproducible by `seed`."""
+def random_parts(config: AA2Config | None = None, seed: int = 0, *, perturb: bool = True) -> ModelParts:
+    """Random state dicts for every part of `config` (default: `tiny()`), reproducible by `seed`.
+
+    `perturb=True` (tests) makes every parameter random and non-zero (module docstring);
+    `perturb=False` keeps each module's own initialisation — zero gates and all — the starting
+    point for training from scratch (`train.init_model`).
+    """
     config = config or tiny()
     torch.manual_seed(seed)
+    _randomised = _perturbed if perturb else _initialised
     first = config.unet.block_out_channels[0]
     unet = _randomised(UNet2DConditionModel(**config.unet.diffusers_config(config.denoising_in_channels)))
     extras = nn.ModuleDict({"pose_modulation": PoseModulation(config.pose, first)})
@@ -100,7 +106,11 @@ def make_tiny_weights(root: str | Path, seed: int = 0) -> list[Path]:
     return written
 
 
-def _randomised(module: nn.Module) -> nn.Module:
+def _initialised(module: nn.Module) -> nn.Module:
+    return module.eval()
+
+
+def _perturbed(module: nn.Module) -> nn.Module:
     """Every parameter random and non-zero (see the module docstring), small enough to stay finite."""
     with torch.no_grad():
         for parameter in module.parameters():
@@ -110,14 +120,14 @@ def _randomised(module: nn.Module) -> nn.Module:
 
 def _pose_guider(config: AA2Config) -> dict[str, torch.Tensor]:
     guider = PoseGuider(config.pose.conditioning_channels, config.pose.block_out_channels, config.unet.block_out_channels[0])
-    return _randomised(guider).state_dict()
+    return _perturbed(guider).state_dict()
 
 
 def _v3_motion(config: AA2Config, seed: int) -> dict[str, torch.Tensor]:
     """AnimateDiff v3's shape: no mid-block motion module."""
     torch.manual_seed(seed + 1)
     shape = MotionShape(use_mid_block=False)
-    return _randomised(MotionAdapter(**shape.adapter_config(config.unet))).state_dict()
+    return _perturbed(MotionAdapter(**shape.adapter_config(config.unet))).state_dict()
 
 
 def _write_diffusers_folder(folder: Path, config: AA2Config, unet_4: dict, parts: ModelParts) -> list[Path]:

@@ -1,0 +1,132 @@
+"""SynthWorld's training path through the real entry points, a few steps each: world -> VAE ->
+fresh base -> image stage -> motion stage -> export -> evaluation (train/README.md, "Train on
+SynthWorld first"). The long runs that make the shipped weights are benchmarks (bench/synthworld.sh),
+not tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "train" / "recipes" / "synthworld.yaml"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from train.synthworld import main
+
+    root = tmp_path_factory.mktemp("sw")
+    assert main([str(root / "train"), "--videos", "3", "--frames", "4", "--size", "64"]) == 0
+    assert main([str(root / "heldout"), "--videos", "1", "--frames", "4", "--size", "64", "--split", "heldout",
+                 "--cross-identity"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def vae(world) -> Path:
+    from train.vae import main
+
+    out = world / "vae"
+    assert main(["--data", str(world / "train"), "--out", str(out), "--steps", "2", "--batch-size", "2"]) == 0
+    return out
+
+
+def test_vae_folder_records_a_measured_latent_scale_and_its_reconstruction(vae):
+    config = json.loads((vae / "config.json").read_text())
+    metrics = json.loads((vae / "vae_metrics.json").read_text())
+    assert config["scaling_factor"] == pytest.approx(metrics["scaling_factor"])
+    assert config["scaling_factor"] != pytest.approx(0.18215)  # measured, not SD1.5's
+    assert config["block_out_channels"] == [16, 32, 64, 64] and config["latent_channels"] == 4
+    assert 0 < metrics["reconstruction_psnr"] < 60
+
+
+def test_vae_refuses_to_write_over_a_trained_one(vae, world, capsys):
+    from train.vae import main
+
+    before = (vae / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert main(["--data", str(world / "train"), "--out", str(vae), "--steps", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (vae / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_init_model_bakes_in_the_vae_and_variants_take_their_parts_away(vae, tmp_path):
+    from aa2.weights.sources import ModelSources, load_model
+    from train.init_model import main
+
+    base, aa1 = tmp_path / "base.safetensors", tmp_path / "aa1.safetensors"
+    assert main(["--vae", str(vae), "--out", str(base)]) == 0
+    assert main(["--vae", str(vae), "--out", str(aa1), "--variant", "aa1"]) == 0
+    assert main(["--vae", str(vae), "--out", str(base)]) == 2  # never overwritten
+    model = load_model(ModelSources.from_path(base))
+    trained_vae = load_file(str(vae / "diffusion_pytorch_model.safetensors"))
+    for name, tensor in list(trained_vae.items())[:10]:
+        assert torch.equal(model.vae.state_dict()[name], tensor)
+    assert model.config.use_environment and model.config.use_object_guider and model.config.pose.use_depth
+    assert model.vae.config.scaling_factor == pytest.approx(json.loads((vae / "config.json").read_text())["scaling_factor"])
+    baseline = load_model(ModelSources.from_path(aa1))
+    c = baseline.config
+    assert (c.use_environment, c.use_object_guider, c.pose.use_depth, c.fusion) == (False, False, False, "full")
+
+
+def test_both_stages_train_export_and_evaluate_through_the_real_entry_points(world, vae, tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    from train.init_model import main as init_main
+    from train.synthworld_eval import main as eval_main
+    from train.train import main as train_main
+
+    base = tmp_path / "base.safetensors"
+    assert init_main(["--vae", str(vae), "--out", str(base)]) == 0
+    small = ["--set", "optim.steps=2", "--set", "optim.batch_size=1", "--set", "data.clip_length=4",
+             "--set", "run.checkpoint_every=1000", "--set", "optim.lr_warmup_steps=0"]
+
+    def train(stage: str, start: Path, out: Path) -> Path:
+        try:
+            assert train_main(["--config", str(RECIPE), "--stage", stage, "--data", str(world / "train"),
+                               "--out", str(out), "--set", f"model.base={start}", *small]) == 0
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        return out / "aa2-final.safetensors"
+
+    image = train(stage="image", start=base, out=tmp_path / "image")
+    motion = train(stage="motion", start=image, out=tmp_path / "motion")
+    start, after_image, final = (load_file(str(p)) for p in (base, image, motion))
+
+    def changed(a: dict, b: dict, prefix: str) -> bool:
+        return any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    # the image stage trains the image encoder too (no pretrained CLIP in this world), never the VAE
+    assert changed(start, after_image, "image_encoder.") and changed(start, after_image, "reference_net.")
+    assert not changed(start, after_image, "vae.")
+    assert not changed(start, after_image, "denoising_net.unet.down_blocks.0.motion_modules.")
+    # the motion stage trains the motion modules alone
+    assert changed(after_image, final, "denoising_net.unet.down_blocks.0.motion_modules.")
+    assert not changed(after_image, final, "reference_net.") and not changed(after_image, final, "image_encoder.")
+
+    scores = tmp_path / "scores"
+    assert eval_main(["--checkpoint", str(motion), "--data", str(world / "heldout"), "--out", str(scores),
+                      "--steps", "1", "--cross-identity"]) == 0
+    metrics = json.loads((scores / "metrics.json").read_text())
+    assert metrics["settings"]["cross_identity"] is True
+    assert all(isinstance(metrics["mean"][k], float) for k in ("psnr", "psnr_character", "silhouette_iou"))
+
+
+@pytest.mark.parametrize("formulation", ["precise", "box"])
+def test_environment_formulation_reaches_the_training_batch(world, vae, tmp_path, formulation):
+    from aa2.conditioning.masks import environment_mask
+    from aa2.weights.sources import ModelSources, load_model
+    from train.batch import prepare_clip
+    from train.config import load_recipe
+    from train.dataset import PreparedClips
+
+    config = load_recipe(RECIPE, "motion", [f"data.environment_mask={formulation}", "data.clip_length=4",
+                                            "data.scale_range=[1,1]"])
+    sample = PreparedClips(world / "train", clip_length=4, size=(64, 64))[0]
+    clip = prepare_clip(sample, config.data, torch.Generator().manual_seed(0), single_frame=False)
+    expected = environment_mask(sample["character_mask"].float(), formulation)
+    assert torch.equal(clip.agnostic_mask, expected)
