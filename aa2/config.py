@@ -269,7 +269,7 @@ def synthworld() -> AA2Config:
     shape here is a placeholder: `train.init_model` replaces it with the trained VAE's.
     """
     return AA2Config(
-        unet=UNetShape(block_out_channels=(32, 64, 64, 128), cross_attention_dim=32, attention_heads=4),
+        unet=UNetShape(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, attention_heads=4),
         motion=MotionShape(max_seq_length=32, attention_heads=4, trained_frames=8),
         pose=PoseShape(block_out_channels=(8, 16, 16, 32), attention_heads=4),
         vae=VAEShape(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=16),

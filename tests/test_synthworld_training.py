@@ -67,6 +67,9 @@ def test_init_model_bakes_in_the_vae_and_variants_take_their_parts_away(vae, tmp
     for name, tensor in list(trained_vae.items())[:10]:
         assert torch.equal(model.vae.state_dict()[name], tensor)
     assert model.config.use_environment and model.config.use_object_guider and model.config.pose.use_depth
+    # motion modules start as the identity (AnimateDiff's zero-initialised output projection)
+    outputs = [m for n, m in model.named_modules() if "motion_modules" in n and n.endswith("proj_out")]
+    assert outputs and all(not m.weight.any() and not m.bias.any() for m in outputs)
     assert model.vae.config.scaling_factor == pytest.approx(json.loads((vae / "config.json").read_text())["scaling_factor"])
     baseline = load_model(ModelSources.from_path(aa1))
     c = baseline.config

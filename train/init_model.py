@@ -6,7 +6,8 @@
 Training normally starts from SD1.5 + AnimateDiff or Moore-AnimateAnyone weights (`model.base`). A
 small model trained on a world of its own (SynthWorld) has no such weights: this writes a pack
 checkpoint of the preset's shapes with every network at its own initialisation (diffusers',
-transformers' and the AA2 modules' — zero gates stay zero) and the trained VAE baked in, which
+transformers' and the AA2 modules' — zero gates stay zero; motion modules start as the identity, as
+AnimateDiff's do) and the trained VAE baked in, which
 `python -m train.train --set model.base=...` then trains like any other base.
 
 Variants are the paper's ablations (§4.4) as architectures, so each trains through the same code:
@@ -47,6 +48,25 @@ def variant_config(config: AA2Config, variant: str) -> AA2Config:
     raise AA2InputError(f"--variant is one of {', '.join(VARIANTS)}; got {variant!r}")
 
 
+def zero_motion_outputs(model) -> int:
+    """Zero every motion module's output projection; returns how many.
+
+    AnimateDiff starts its temporal layers this way ("zero_initialize"): a fresh motion module then
+    passes features through unchanged, so the image stage trains exactly the network the motion
+    stage starts from, and a model with only its image stage trained still renders clips frame by
+    frame. diffusers' `MotionAdapter` leaves these layers at a random initialisation.
+    """
+    import torch
+
+    count = 0
+    for name, module in model.named_modules():
+        if "motion_modules" in name and name.endswith("proj_out") and isinstance(module, torch.nn.Linear):
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+            count += 1
+    return count
+
+
 def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, variant: str = "aa2",
                seed: int = 0) -> Path:
     """Write the fresh checkpoint; returns its path. Refuses to overwrite an existing file."""
@@ -76,6 +96,7 @@ def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, v
     parts.sources = {name: (source if name == "vae" and vae else f"fresh initialisation (seed {seed})")
                      for name, source in parts.sources.items()}
     model = assemble(config, parts)
+    zero_motion_outputs(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_checkpoint(model, out)
 
