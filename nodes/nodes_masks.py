@@ -107,6 +107,6 @@ class AA2MaskPreview:
 
 NODE_CLASS_MAPPINGS = {"ShapeAgnosticMask": ShapeAgnosticMask, "AA2MaskPreview": AA2MaskPreview}
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "ShapeAgnosticMask": "Shape-Agnostic Mask (AA2)",
-    "AA2MaskPreview": "Mask Overlay Preview (AA2)",
+    "ShapeAgnosticMask": "AA2 Shape-Agnostic Mask",
+    "AA2MaskPreview": "AA2 Mask Overlay Preview",
 }

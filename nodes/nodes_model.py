@@ -131,4 +131,4 @@ class LoadAA2Model:
 
 
 NODE_CLASS_MAPPINGS = {"LoadAA2Model": LoadAA2Model}
-NODE_DISPLAY_NAME_MAPPINGS = {"LoadAA2Model": "Load Animate Anyone 2 Model"}
+NODE_DISPLAY_NAME_MAPPINGS = {"LoadAA2Model": "AA2 Load Model"}

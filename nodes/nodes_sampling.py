@@ -40,7 +40,7 @@ class AA2EncodeReference:
     def INPUT_TYPES(cls):
         size = {"min": 64, "max": 2048, "step": 64}
         return {"required": {
-            "aa2_model": ("AA2_MODEL", {"tooltip": "From Load Animate Anyone 2 Model."}),
+            "aa2_model": ("AA2_MODEL", {"tooltip": "From AA2 Load Model."}),
             "image": ("IMAGE", {"tooltip": "The character to animate (the first image if several)."}),
             "width": ("INT", {"default": 512, **size, "tooltip": "Output width; must match the pose frames."}),
             "height": ("INT", {"default": 768, **size, "tooltip": "Output height; must match the pose frames."}),
@@ -127,7 +127,7 @@ def _cancelled() -> bool:
 
 def _common_inputs(long_video: bool) -> dict:
     required = {
-        "aa2_model": ("AA2_MODEL", {"tooltip": "From Load Animate Anyone 2 Model."}),
+        "aa2_model": ("AA2_MODEL", {"tooltip": "From AA2 Load Model."}),
         "pose": ("AA2_POSE", {"tooltip": "From Pose Depth Modulate: skeleton (and structured depth) frames."}),
         "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                          "tooltip": "Each clip's noise comes from this seed and the clip's index."}),

@@ -56,3 +56,20 @@ def test_root_init_imported_as_a_bare_file_does_not_fail():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {}
+
+
+# The node IDs of the design card: saved workflows store these, so they are never renamed.
+DESIGN_NODE_IDS = {"LoadAA2Model", "ShapeAgnosticMask", "ObjectSegment", "PoseDepthModulate", "AA2Sampler",
+                   "LongVideoChainer"}
+
+
+def test_readme_node_table_is_the_packs_mappings_and_names_follow_one_pattern(pack):
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Nodes"):readme.index("## Workflows")]
+    rows = re.findall(r"^\| ([^|]+?) \| `([^`]+)` \|", section, flags=re.MULTILINE)
+    assert dict((node_id, name) for name, node_id in rows) == pack.NODE_DISPLAY_NAME_MAPPINGS
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    assert DESIGN_NODE_IDS <= set(pack.NODE_CLASS_MAPPINGS)
+    assert all(name.startswith("AA2 ") for name in pack.NODE_DISPLAY_NAME_MAPPINGS.values())

@@ -497,7 +497,7 @@ COLUMNS = ["Inputs", "Frames at the output size", "Pose + depth (comfyui_control
 def character_environment(pack_nodes: Mapping[str, type]) -> Workflow:
     wf = Workflow("aa2_character_environment", pack_nodes, COLUMNS)
     wf.note("note", 0, "Animate a character in the driving video's scene (Animate Anyone 2).\n\n"
-            + NOTE_COMMON.format(also=" and the sampler") + "4. Load Animate Anyone 2 Model: "
+            + NOTE_COMMON.format(also=" and the sampler") + "4. AA2 Load Model: "
             "animateanyone2/aa2.safetensors (from `python -m aa2 convert` or train/; README, Weights). "
             f"AA2 Sampler renders one clip ({CLIP_FRAMES} frames here, at most 32): for longer videos use the "
             "long video workflow.\n5. The output keeps the video's frame rate; it is saved under "
@@ -519,7 +519,7 @@ def object_interaction(pack_nodes: Mapping[str, type]) -> Workflow:
             + NOTE_COMMON.format(also=" and the sampler")
             + "4. Object mask (SAM2): click the object (same coordinates as above), or give a box "
             "x0, y0, x1, y1; several objects: objects_json. The overlay preview shows what is tracked.\n"
-            "5. Load Animate Anyone 2 Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
+            "5. AA2 Load Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
             f"{CLIP_FRAMES} frames; output saved under output/video/.")
     driving = _inputs_and_frames(wf, CLIP_FRAMES)
     pose = _pose(wf, driving)
@@ -545,7 +545,7 @@ def long_video(pack_nodes: Mapping[str, type]) -> Workflow:
     wf.note("note", 0, "A driving video of any length, rendered clip by clip (Long Video Chainer): each clip "
             "starts from the previous one's last frames, carried as latents; memory stays flat.\n\n"
             + NOTE_COMMON.format(also=", AA2 Encode Reference")
-            + "4. Load Animate Anyone 2 Model: animateanyone2/aa2.safetensors (README, Weights). AA2 Encode "
+            + "4. AA2 Load Model: animateanyone2/aa2.safetensors (README, Weights). AA2 Encode "
             "Reference encodes the character once; re-running with another seed reuses it.\n"
             "5. clip_length 16 is what the motion module was trained on; motion_frames 1 as in the paper; "
             "overlap cross-fades extra frames between clips. The whole video is used; to test on a part, "
@@ -569,7 +569,7 @@ def swap_sampler(pack_nodes: Mapping[str, type]) -> Workflow:
             "start near sigma 4096, not SD1.5's 14.6, so ComfyUI's schedulers for SD1.5 do not fit them). "
             "Connected, they replace AA2 Sampler's sampler_name; its steps are then the sigmas'.\n\n"
             + NOTE_COMMON.format(also=" and the sampler")
-            + "4. Load Animate Anyone 2 Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
+            + "4. AA2 Load Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
             f"{CLIP_FRAMES} frames; output saved under output/video/.")
     driving = _inputs_and_frames(wf, CLIP_FRAMES)
     pose = _pose(wf, driving)
@@ -591,7 +591,7 @@ def moore_weights(pack_nodes: Mapping[str, type]) -> Workflow:
             "training: the video's scene outside the character's shape-agnostic mask is blended into the "
             "latents at every step (environment 'blend') and its exact pixels pasted back after decoding.\n\n"
             + NOTE_COMMON.format(also=" and the sampler")
-            + "4. Load Animate Anyone 2 Model: base animateanyone2/moore-animateanyone (the folder with "
+            + "4. AA2 Load Model: base animateanyone2/moore-animateanyone (the folder with "
             "denoising_unet.pth, reference_unet.pth, pose_guider.pth, motion_module.pth), plus the VAE and "
             "CLIP vision files it does not contain (README, Weights). These weights take no depth, so "
             "none is computed.")
@@ -618,7 +618,7 @@ def builtin_extraction(pack_nodes: Mapping[str, type]) -> Workflow:
             "(sapiens-pose-1b-torchscript, sapiens-depth-0.3b-torchscript) go in models/sapiens/; the "
             "*_bfloat16.pt2 and .pth files of the same models do not load. Sapiens depth is far-is-bright, so Pose "
             "Depth Modulate's depth_convention is set to 'depth (Sapiens, ...)'. Check the skeleton preview.\n"
-            "5. Load Animate Anyone 2 Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
+            "5. AA2 Load Model: animateanyone2/aa2.safetensors (README, Weights). One clip of "
             f"{CLIP_FRAMES} frames; output saved under output/video/.")
     driving = _inputs_and_frames(wf, CLIP_FRAMES)
     agnostic = _character_mask(wf, driving, column=2)
