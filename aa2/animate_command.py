@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
@@ -42,6 +42,9 @@ from .video_io import (
     read_masks,
     write_video,
 )
+
+if TYPE_CHECKING:
+    from .pipeline.animate import AnimationResult
 
 DEPTH_KINDS = ("inverse", "depth", "structured")
 EMPTY_MASK = ("error", "previous", "keep")
@@ -258,9 +261,11 @@ class ProgressBar:
 
 
 def render(model, inputs: AnimationInputs, settings: SamplingSettings, out: Path, fps: float, *,
-           sampler: str = "default", show_progress: bool = True) -> int:
+           sampler: str = "default", show_progress: bool = True,
+           on_result: Callable[[AnimationResult], None] | None = None) -> int:
     """Run the pipeline under Ctrl-C cancellation and write `out`; the exit status (0, or 130 if
-    cancelled). `sampler` is a scheduler name, "default", or a `k_` sampler name."""
+    cancelled). `sampler` is a scheduler name, "default", or a `k_` sampler name. `on_result` is
+    given the frames before the video codec touches them (the demo scores them)."""
     from .pipeline.animate import animate
     from .sampling.k_samplers import K_SAMPLERS
 
@@ -277,6 +282,8 @@ def render(model, inputs: AnimationInputs, settings: SamplingSettings, out: Path
               file=sys.stderr)
         return 130
     bar.close()
+    if on_result is not None:
+        on_result(result)
     written = write_video(out, result.frames, fps)
     print(f"wrote {written} ({result.frames.shape[0]} frames, {fps:g} fps) in {time.perf_counter() - started:.1f} s")
     return 0

@@ -2,7 +2,8 @@
 # Fresh machine -> a rendered demo video: install into a venv, then run `python -m aa2 demo`.
 # Torch: one already importable in the venv is kept (or AA2_TORCH=skip); otherwise torch is installed
 # first (AA2_TORCH_VERSION, default ==2.13.0), so the project's install never chooses it.
-# The demo uses tiny random weights: it proves the install, it animates nothing (README "Demo").
+# With the shipped SynthWorld weights the demo animates a held-out SynthWorld clip and writes metrics.json
+# beside the video; without them it runs tiny random weights, which prove the install only (README "Demo").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

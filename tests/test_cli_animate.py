@@ -1,7 +1,10 @@
-"""`python -m aa2 animate` and `python -m aa2 demo` end to end on tiny weights and small mp4 files."""
+"""`python -m aa2 animate` and `python -m aa2 demo` end to end on tiny weights and small mp4 files, and the demo
+on SynthWorld-preset weights (fresh ones made here; the shipped ones when the checkout has them)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -15,7 +18,7 @@ import aa2.animate_command as animate_command
 from aa2.animate_command import resolve_models_path
 from aa2.cli import main
 from aa2.conditioning.masks import shape_agnostic_mask
-from aa2.demo import make_scene, write_scene
+from aa2.demo import SHIPPED_WEIGHTS, make_scene, write_scene
 from aa2.video_io import frame_rate, read_frames, read_masks, write_video
 
 FRAMES, SIZE = 6, 64
@@ -72,14 +75,60 @@ def test_stride_max_frames_and_k_sampler_set_the_output_length_and_rate(scene, p
 
 def test_demo_runs_end_to_end_and_says_it_proves_only_the_install(tiny_weights, tmp_path, capsys):
     out = tmp_path / "demo.mp4"
-    argv = ["demo", "--out", str(out), "--frames", "5", "--size", "64", "--clip-length", "4", "--steps", "1",
-            "--models-dir", str(tiny_weights), "--inputs-dir", str(tmp_path / "inputs"), "--quiet"]
+    argv = ["demo", "--random-weights", "--out", str(out), "--frames", "5", "--size", "64", "--clip-length", "4",
+            "--steps", "1", "--models-dir", str(tiny_weights), "--inputs-dir", str(tmp_path / "inputs"), "--quiet"]
     assert main(argv) == 0
     assert read_frames(out).shape == (5, 3, 64, 64)
     said = capsys.readouterr().out
     assert "RANDOM weights" in said and "prove the install" in said
     assert {p.name for p in (tmp_path / "inputs").iterdir()} >= {"driving.mp4", "character_mask.mp4", "depth.mp4",
                                                                   "object_mask.mp4", "pose", "reference.png"}
+    assert not (tmp_path / "metrics.json").exists()  # random weights: nothing worth scoring
+
+
+@pytest.fixture(scope="module")
+def synthworld_checkpoint(tmp_path_factory) -> Path:
+    """A freshly initialised SynthWorld-preset checkpoint (untrained: the demo's path, not its quality)."""
+    from train.init_model import init_model
+
+    return init_model("synthworld", tmp_path_factory.mktemp("synthworld") / "fresh.safetensors", vae=None)
+
+
+def test_demo_with_weights_animates_a_heldout_synthworld_clip_and_scores_it(synthworld_checkpoint, tmp_path, capsys):
+    from aa2.synthworld import HELDOUT_SEED_BASE
+
+    out = tmp_path / "demo.mp4"
+    argv = ["demo", "--weights", str(synthworld_checkpoint), "--out", str(out), "--frames", "8", "--steps", "2",
+            "--inputs-dir", str(tmp_path / "inputs"), "--quiet"]
+    assert main(argv) == 0
+    assert read_frames(out).shape == (8, 3, 64, 64)
+    said = capsys.readouterr().out
+    assert "RANDOM" not in said and "the weights you gave" in said
+    # the clip is written as a user's files: lossless PNG folders by default, the skeletons rendered by aa2
+    assert {p.name for p in (tmp_path / "inputs").iterdir()} == {"driving", "character_mask", "depth", "object_mask",
+                                                                  "pose", "reference.png"}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("psnr", "ssim", "psnr_environment", "psnr_character", "silhouette_iou"):
+        assert isinstance(metrics[name], float) and math.isfinite(metrics[name]), name
+    assert 0.0 <= metrics["ssim"] <= 1.0 and 0.0 <= metrics["silhouette_iou"] <= 1.0
+    assert metrics["clip_seed"] >= HELDOUT_SEED_BASE and metrics["motion"] == "push"  # never a training clip
+    assert metrics["steps"] == 2 and metrics["environment"] == "input" and metrics["paste_environment"] is False
+    assert metrics["weights"] == str(synthworld_checkpoint) and metrics["seconds"] > 0
+
+
+@pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="the SynthWorld weights are not shipped in this checkout")
+def test_shipped_synthworld_weights_load_with_the_presets_shapes_and_a_learned_environment():
+    from aa2.config import synthworld
+    from aa2.pipeline.animate import environment_is_learned
+    from aa2.weights.sources import ModelSources, load_model
+
+    assert SHIPPED_WEIGHTS.stat().st_size < 20 * 2**20  # small enough to commit (fp16)
+    model = load_model(ModelSources.from_path(SHIPPED_WEIGHTS))
+    preset = synthworld()
+    for part in ("unet", "motion", "pose", "image_encoder", "scheduler"):  # the VAE is the trained one's shape
+        assert getattr(model.config, part) == getattr(preset, part), part
+    assert model.config.use_environment and model.config.use_object_guider
+    assert environment_is_learned(model)  # the demo feeds the environment as the model's input
 
 
 def test_ctrl_c_cancels_between_steps_writes_nothing_and_restores_the_handler(scene, pack, tmp_path, monkeypatch,

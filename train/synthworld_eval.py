@@ -20,7 +20,7 @@ and objects, in the clip's frames cut by `environment_mask(character_mask, --env
   frame stays, which is the clean background plus the true objects.
 
 Scores (per frame on 8-bit frames, averaged over a clip's frames, then over clips; see
-`train.metrics.regions`): `psnr` and `ssim` over the whole frame (the paper's), `lpips` when its
+`aa2.metrics.ground_truth`): `psnr` and `ssim` over the whole frame (the paper's), `lpips` when its
 weights are given, `psnr_environment` outside the true character mask dilated by 4 px (pixels
 the model must keep), `psnr_character` inside the true mask (pixels it must draw), `psnr_band` on
 the ring from 2 px inside to 4 px outside the outline (where leakage shows), and `silhouette_iou`:
@@ -58,26 +58,11 @@ from aa2.weights.sources import ModelSources, load_model
 
 from . import store
 from .dataset import PreparedClips, _cover, _resize
-from .metrics import load_lpips, psnr, quantize_8bit, ssim
-from .metrics.regions import (BAND_INNER_PX_AT_64, BAND_OUTER_PX_AT_64, SILHOUETTE_OPENING, SILHOUETTE_THRESHOLD,
-                              character_band, environment_region, estimate_silhouette, mask_iou, region_psnr,
-                              scaled_radius)
+from .metrics import (BAND_INNER_PX_AT_64, BAND_OUTER_PX_AT_64, ENVIRONMENT_MARGIN_PX_AT_64, SILHOUETTE_OPENING,
+                      SILHOUETTE_THRESHOLD, Truth, estimate_silhouette, frame_mean, jsonable, load_lpips, mask_iou,
+                      quantize_8bit, score_clip)
+from .metrics import SCORES as METRICS
 from .render import render_clip, write_video
-
-METRICS = ("psnr", "ssim", "lpips", "psnr_environment", "psnr_character", "psnr_band", "silhouette_iou")
-ENVIRONMENT_MARGIN_PX_AT_64 = BAND_OUTER_PX_AT_64  # the environment starts where the band ends
-
-
-@dataclasses.dataclass(frozen=True)
-class Truth:
-    """What a render is scored against, at the evaluation size: frames `[F, 3, H, W]` 0..1,
-    character and object masks `[F, H, W]` bool (the object's all False without one), and the
-    clean background `[3, H, W]`."""
-
-    frames: torch.Tensor
-    character: torch.Tensor
-    objects: torch.Tensor
-    background: torch.Tensor
 
 
 def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: int | None) -> PreparedClips:
@@ -140,30 +125,6 @@ def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple
     return image(cross["reference"]), truth, meta["synthworld"]["motion"]
 
 
-def score(frames: torch.Tensor, truth: Truth, lpips_model=None) -> dict[str, float | None]:
-    """Every metric of one clip: `frames` and `truth.frames` `[F, 3, H, W]` 0..1, already 8-bit.
-    Per-frame values averaged over the frames that define them."""
-    size = tuple(frames.shape[-2:])
-    band = character_band(truth.character, scaled_radius(BAND_OUTER_PX_AT_64, size),
-                          scaled_radius(BAND_INNER_PX_AT_64, size))
-    environment = environment_region(truth.character, scaled_radius(ENVIRONMENT_MARGIN_PX_AT_64, size))
-    silhouette = estimate_silhouette(frames, truth.background, exclude=truth.objects)
-    result = {
-        "psnr": psnr(frames, truth.frames),
-        "ssim": ssim(frames, truth.frames),
-        "lpips": None,
-        "psnr_environment": region_psnr(frames, truth.frames, environment),
-        "psnr_character": region_psnr(frames, truth.frames, truth.character),
-        "psnr_band": region_psnr(frames, truth.frames, band),
-        "silhouette_iou": mask_iou(silhouette, truth.character),
-    }
-    if lpips_model is not None:
-        device = next(lpips_model.parameters()).device
-        with torch.no_grad():
-            result["lpips"] = lpips_model(frames.to(device), truth.frames.to(device)).double().cpu()
-    return {name: _frame_mean(values) for name, values in result.items()}
-
-
 def vae_round_trip(model, frames: torch.Tensor) -> torch.Tensor:
     """`frames [F, 3, H, W]` through the checkpoint's VAE (posterior mean, decode): the ceiling."""
     with torch.no_grad():
@@ -212,9 +173,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         per_clip.append({
             "clip": name, "video_id": sample["video_id"], "start": sample["start"], "motion": motion,
             "frames": int(rendered.shape[0]),
-            "scores": score(rendered, truth, lpips_model),
-            "vae_ceiling": score(ceiling, truth, lpips_model),
-            "estimator_on_truth": {"silhouette_iou": _frame_mean(mask_iou(
+            "scores": score_clip(rendered, truth, lpips_model),
+            "vae_ceiling": score_clip(ceiling, truth, lpips_model),
+            "estimator_on_truth": {"silhouette_iou": frame_mean(mask_iou(
                 estimate_silhouette(truth.frames, truth.background, exclude=truth.objects), truth.character))},
         })
         if save_videos:
@@ -242,7 +203,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
                           "mean": _clip_mean([c for c in per_clip if c["motion"] == m], "scores")} for m in motions},
         "skipped": skipped,
     }
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False))
+    (out / "metrics.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
     return result
 
 
@@ -255,15 +216,6 @@ def summary_line(result: dict[str, Any], out: str | Path) -> str:
     return f"synthworld_eval: {len(result['clips'])} clips, {mode}: " + ", ".join(parts) + f" [render (VAE ceiling)] -> {Path(out) / 'metrics.json'}"
 
 
-def _frame_mean(values: torch.Tensor | None) -> float | None:
-    """Mean over the frames where a value is defined (NaN: empty region); None if none is."""
-    if values is None:
-        return None
-    values = values.flatten().double()
-    defined = values[~values.isnan()]
-    return float(defined.mean()) if defined.numel() else None
-
-
 def _clip_mean(clips: list[dict], key: str) -> dict[str, float | None]:
     names = clips[0][key].keys() if clips else METRICS
     out = {}
@@ -271,17 +223,6 @@ def _clip_mean(clips: list[dict], key: str) -> dict[str, float | None]:
         values = [c[key][name] for c in clips if c[key][name] is not None]
         out[name] = sum(values) / len(values) if values else None
     return out
-
-
-def _jsonable(value):
-    """Strict JSON: inf (an exact reproduction) as the string "inf", NaN as null."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def _fmt(value) -> str:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as nnf
 from einops import rearrange
 
-from aa2.errors import AA2InputError
+from ..errors import AA2InputError
 
 # OpenCV's RGB→gray (cv::COLOR_BGR2GRAY / RGB2GRAY): ITU-R BT.601 luma, what DisCo's SSIM used.
 BT601_LUMA = (0.299, 0.587, 0.114)

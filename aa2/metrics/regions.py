@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as nnf
 from einops import rearrange
 
-from aa2.errors import AA2InputError
+from ..errors import AA2InputError
 
 SILHOUETTE_THRESHOLD = 0.12  # max |frame - background| over RGB, 0..1 (about 31 of 255 levels)
 SILHOUETTE_OPENING = 3  # side of the square opening that drops isolated differing pixels
