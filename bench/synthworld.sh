@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# SynthWorld end to end (issue "SynthWorld"): the world, its VAE, a small Animate Anyone 2 trained by
+# train/ (image stage, then motion stage), and its scores on held-out clips against ground truth.
+# This is what made aa2/synthworld/weights/aa2-synthworld.safetensors and the table in
+# bench/README.md. A benchmark, not a test: about 45 minutes on 2 CPU cores.
+#
+#   bash bench/synthworld.sh [RUN_DIR]            (default runs/synthworld)
+#   VARIANT=aa1 ENV_MASK=agnostic bash bench/synthworld.sh runs/sw-aa1    # an ablation row
+#
+# Every step is seeded and skips work that is already done, so a stopped run continues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+run="${1:-runs/synthworld}"
+variant="${VARIANT:-aa2}"          # train.init_model --variant: aa2, aa1, no_depth, no_objects
+env_mask="${ENV_MASK:-agnostic}"   # data.environment_mask: agnostic (eq. 2), precise, box
+image_steps="${IMAGE_STEPS:-1500}"
+motion_steps="${MOTION_STEPS:-400}"
+eval_steps="${EVAL_STEPS:-20}"
+world="${WORLD:-runs/synthworld-data}"  # shared by every variant: the same clips for every row
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+
+say() { printf '\n== %s  (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+say "world: 512 training clips, 24 held-out clips with cross-identity renders (16 frames, 64x64)"
+python -m train.synthworld "$world/train" --videos 512 --frames 16 --size 64 --split train
+python -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size 64 --split heldout --cross-identity
+
+if [ ! -f "$world/vae/config.json" ]; then
+  say "VAE (2000 steps of 16 frames)"
+  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps 2000 --seed 0
+fi
+
+mkdir -p "$run"
+[ -f "$run/base.safetensors" ] || python -m train.init_model --preset synthworld --variant "$variant" \
+  --vae "$world/vae" --out "$run/base.safetensors" --seed 0
+
+stage() {  # stage NAME START STEPS
+  local out="$run/$1"
+  [ -f "$out/aa2-final.safetensors" ] && return 0
+  local resume=()
+  [ -f "$out/checkpoints/latest" ] && resume=(--resume)
+  say "$1 stage ($3 steps)"
+  python -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
+    --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" "${resume[@]}"
+}
+stage image "$run/base.safetensors" "$image_steps"
+stage motion "$run/image/aa2-final.safetensors" "$motion_steps"
+
+evaluate() {  # evaluate NAME CHECKPOINT [EXTRA...]
+  local name="$1" checkpoint="$2"
+  shift 2
+  say "scores: $name"
+  python -m train.synthworld_eval --checkpoint "$checkpoint" --data "$world/heldout" --out "$run/scores/$name" \
+    --steps "$eval_steps" --environment-mask "$env_mask" "$@"
+}
+extra=()
+[ "$variant" = aa1 ] && extra=(--composite)
+evaluate untrained "$run/base.safetensors" "${extra[@]}"
+evaluate trained "$run/motion/aa2-final.safetensors" "${extra[@]}"
+evaluate trained-cross "$run/motion/aa2-final.safetensors" --cross-identity "${extra[@]}"
+say "done: $run/scores/*/metrics.json"
