@@ -87,3 +87,8 @@ def test_readme_node_table_is_the_packs_mappings_and_names_follow_one_pattern(pa
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert DESIGN_NODE_IDS <= set(pack.NODE_CLASS_MAPPINGS)
     assert all(name.startswith("AA2 ") for name in pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+
+
+def test_pyproject_declares_the_oldest_comfyui_the_pack_ran_in():
+    comfy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]
+    assert re.fullmatch(r">=\d+\.\d+\.\d+", comfy["requires-comfyui"])
