@@ -18,14 +18,14 @@ import torch
 
 from ..aa2.config import SchedulerSettings
 from ..aa2.sampling.denoiser import training_sigmas
+from . import host
 
 
 def model_sampling(settings: SchedulerSettings) -> Any:
     """The host's `model_sampling` for these weights (a plain stand-in without ComfyUI)."""
     sigmas = training_sigmas(settings)
-    try:
-        import comfy.model_sampling as comfy_sampling
-    except ImportError:
+    comfy_sampling = host.comfy_model_sampling
+    if comfy_sampling is None:
         return SimpleNamespace(sigmas=sigmas, sigma_min=sigmas[0], sigma_max=sigmas[-1])
     kind = comfy_sampling.V_PREDICTION if settings.prediction_type == "v_prediction" else comfy_sampling.EPS
 

@@ -1,7 +1,8 @@
 """Everything the pack asks of its ComfyUI host, with a fallback for each when there is none.
 
 This is the only module that imports ComfyUI (`folder_paths`, `comfy.model_management`,
-`comfy.utils`, `comfy.model_patcher`, `latent_preview`). Each import is guarded, so the pack
+`comfy.utils`, `comfy.model_patcher`, `comfy.model_sampling`, `latent_preview`; a test holds the
+other node modules to it). Each import is guarded, so the pack
 imports and its node functions run in the tests and the CLI, where:
 
 - model folders are `<models dir>/<folder name>`, the models dir coming from `set_models_dir()`
@@ -40,6 +41,10 @@ try:
     import comfy.utils as comfy_utils
 except ImportError:
     comfy_utils = None
+try:
+    import comfy.model_sampling as comfy_model_sampling  # the host's sigma classes, for its SAMPLER functions
+except ImportError:
+    comfy_model_sampling = None
 
 MODELS_DIR_VARIABLE = "AA2_MODELS_DIR"
 PACK_FOLDER = "animateanyone2"

@@ -15,10 +15,10 @@ def test_pack_loads_under_a_mangled_name_with_node_mappings(pack):
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) <= set(pack.NODE_CLASS_MAPPINGS)
 
 
-def _core_imports_of(top_level: set[str]) -> list[str]:
-    """`file: module` for every absolute import in aa2/ of a module under one of `top_level`."""
+def _core_imports_of(top_level: set[str], folder: str = "aa2") -> list[str]:
+    """`file: module` for every absolute import in `folder` of a module under one of `top_level`."""
     offenders = []
-    for path in (REPO / "aa2").rglob("*.py"):
+    for path in (REPO / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -32,6 +32,10 @@ def _core_imports_of(top_level: set[str]) -> list[str]:
 
 def test_core_never_imports_the_comfyui_host():
     assert _core_imports_of(HOST_MODULES) == []
+
+
+def test_only_the_host_module_imports_comfyui_among_the_nodes():
+    assert [o for o in _core_imports_of(HOST_MODULES, "nodes") if not o.startswith("nodes/host.py")] == []
 
 
 def test_core_never_imports_the_workshop_whose_metrics_it_lends():
