@@ -32,6 +32,7 @@ animate nothing; the demo says so. Its job is then to prove the install.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -249,6 +250,7 @@ def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip:
     from .animate_command import ReadOptions, load_for_device, load_inputs, render
     from .atomic import write_bytes
     from .metrics import jsonable, quantize_8bit, score_clip
+    from .pipeline.vae_codec import vae_round_trip
     from .pipeline.inputs import SamplingSettings
     from .synthworld import MOTIONS, make_clip, split_seeds
     from .weights.sources import ModelSources
@@ -279,7 +281,9 @@ def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip:
     if status != 0:
         return status
     frames_8bit = quantize_8bit(rearrange(rendered[0], "f h w c -> f c h w"))
-    scores = score_clip(frames_8bit, synthworld_truth(world))
+    truth = synthworld_truth(world)
+    scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]  # Truth.scene: like with like
+    scores = score_clip(frames_8bit, dataclasses.replace(truth, scene=scene))
     scores.pop("lpips")  # needs weights the user provides (train.metrics.load_lpips)
     seconds = time.perf_counter() - started
     report = {

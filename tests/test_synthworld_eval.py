@@ -139,3 +139,19 @@ def test_render_takes_a_reference_and_an_environment_formulation(tiny_model, hel
     assert torch.equal(precise.reference, reference) and not torch.equal(reference, sample["frames"][0])
     assert torch.equal(precise.mask.bool(), sample["character_mask"].bool())
     assert not torch.equal(truth.frames, sample["frames"])  # B's frames are the ground truth
+
+
+def test_silhouette_is_taken_against_the_scene_the_vae_shows_when_given():
+    from aa2.metrics import Truth, score_clip
+
+    generator = torch.Generator().manual_seed(0)
+    background = torch.rand(3, 32, 32, generator=generator)  # a texture a small VAE cannot keep
+    scene = background.mean(dim=(1, 2), keepdim=True).expand(3, 32, 32).clone()  # what it keeps: the mean
+    character = torch.zeros(2, 32, 32, dtype=torch.bool)
+    character[:, 8:24, 12:20] = True
+    render = torch.where(character[:, None], torch.tensor([1.0, 0.0, 0.0])[:, None, None], scene)
+    truth = Truth(render, character, torch.zeros_like(character), background)
+    against_background = score_clip(render, truth)["silhouette_iou"]
+    against_scene = score_clip(render, Truth(render, character, torch.zeros_like(character), background, scene))
+    assert against_scene["silhouette_iou"] == pytest.approx(1.0)
+    assert against_background < 0.5  # the lost texture reads as "character" everywhere

@@ -24,7 +24,8 @@ Scores (per frame on 8-bit frames, averaged over a clip's frames, then over clip
 weights are given, `psnr_environment` outside the true character mask dilated by 4 px (pixels
 the model must keep), `psnr_character` inside the true mask (pixels it must draw), `psnr_band` on
 the ring from 2 px inside to 4 px outside the outline (where leakage shows), and `silhouette_iou`:
-the pixels differing from the clean background by more than 0.12 (max over RGB), a 3×3 opening
+the pixels differing from the empty scene through the checkpoint's VAE (`Truth.scene`) by more
+than 0.12 (max over RGB), a 3×3 opening
 by reconstruction (drops speckle, keeps thin limbs), minus the true object's pixels, against the
 true character mask. Radii are for 64-pixel
 frames and scale with the frame. Each score is also given for the *ceiling*: the ground truth
@@ -53,7 +54,7 @@ from einops import rearrange
 from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
 from aa2.errors import AA2Error, AA2InputError
 from aa2.pipeline.inputs import SamplingSettings
-from aa2.pipeline.vae_codec import decode_latents, encode_frames
+from aa2.pipeline.vae_codec import vae_round_trip
 from aa2.weights.sources import ModelSources, load_model
 
 from . import store
@@ -125,12 +126,6 @@ def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple
     return image(cross["reference"]), truth, meta["synthworld"]["motion"]
 
 
-def vae_round_trip(model, frames: torch.Tensor) -> torch.Tensor:
-    """`frames [F, 3, H, W]` through the checkpoint's VAE (posterior mean, decode): the ceiling."""
-    with torch.no_grad():
-        return decode_latents(model.vae, encode_frames(model.vae, frames)).float().cpu()
-
-
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
              settings: SamplingSettings = SamplingSettings(cfg=2.5), size: tuple[int, int] | None = None,
              clip_length: int | None = None, formulation: str = "agnostic", cross_identity: bool = False,
@@ -166,8 +161,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         if composite:
             inside = environment_mask(sample["character_mask"].float(), formulation).bool().unsqueeze(1)
             rendered = torch.where(inside, rendered, sample["frames"].float())
-        ceiling = vae_round_trip(model, truth.frames)
-        truth = dataclasses.replace(truth, frames=quantize_8bit(truth.frames))
+        ceiling = vae_round_trip(model.vae, truth.frames)
+        scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]
+        truth = dataclasses.replace(truth, frames=quantize_8bit(truth.frames), scene=scene)
         rendered, ceiling = quantize_8bit(rendered), quantize_8bit(ceiling)
         name = f"{sample['video_id']}@{sample['start']}"
         per_clip.append({

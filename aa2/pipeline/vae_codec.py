@@ -46,3 +46,12 @@ def decode_latents(vae, latents: torch.Tensor, chunk: int = DEFAULT_CHUNK, out_d
         pixels = vae.decode(z).sample
         frames.append(((pixels.float() + 1) / 2).clamp(0, 1).to(out_device))
     return torch.cat(frames)
+
+
+@torch.no_grad()
+def vae_round_trip(vae, frames: torch.Tensor) -> torch.Tensor:
+    """`frames [F, 3, H, W]` 0..1 through `vae` (posterior mean, then decode), on the CPU: what the
+    latent space can hold of them — the ceiling of any render, and the empty scene a render's
+    silhouette is measured against (`aa2.metrics.Truth.scene`)."""
+    return decode_latents(vae, encode_frames(vae, frames)).float().cpu()
+
