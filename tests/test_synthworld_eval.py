@@ -118,7 +118,9 @@ def test_eval_writes_finite_scores_for_every_metric_and_clip(tiny_weights, heldo
 def test_composite_keeps_the_driving_frame_outside_the_mask(tiny_weights, heldout, tmp_path):
     result = _run(tiny_weights, heldout, tmp_path / "composite", "--composite", "--environment-mask", "precise",
                   "--limit", "1")
-    assert result["settings"]["composite"] and result["settings"]["sampling"]["environment"] == "off"
+    # a checkpoint with environment input keeps it; only an AA1-style one samples with it off
+    assert result["settings"]["model"]["use_environment"] is True
+    assert result["settings"]["composite"] and result["settings"]["sampling"]["environment"] != "off"
     # outside the (dilated) true mask every pixel is the driving frame's, so the environment is exact
     assert result["mean"]["psnr_environment"] == "inf"
     assert math.isfinite(result["mean"]["psnr_character"])

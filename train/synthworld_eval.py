@@ -15,9 +15,12 @@ and objects, in the clip's frames cut by `environment_mask(character_mask, --env
   pose, depth, objects and environment (A's frames cut with A's mask); the ground truth is
   `cross/`, B performing A's motion, and every mask below is B's. Shape leakage shows here.
 - `--composite` (Table 3's baseline, "Animate Anyone 1 composited onto the clean background"):
-  the model samples without environment (an AA1-style checkpoint, `use_environment=False`), and its
-  frames are pasted into the driving video inside the environment mask; outside it the driving
-  frame stays, which is the clean background plus the true objects.
+  the render is pasted into the driving video inside the environment mask; outside it the driving
+  frame stays, which is the clean background plus the true objects. An AA1-style checkpoint
+  (`use_environment=False`) samples without environment; an AA2 one with it, as usual — the same
+  paste then gives the like-for-like row (both keep the true pixels outside the mask, so only what
+  each draws inside it differs; without the paste, AA2 re-renders the whole scene through its VAE
+  while the baseline keeps the true one).
 
 Scores (per frame on 8-bit frames, averaged over a clip's frames, then over clips; see
 `aa2.metrics.ground_truth`): `psnr` and `ssim` over the whole frame (the paper's), `lpips` when its
@@ -139,7 +142,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if composite:
+    model = load_model(ModelSources.from_path(checkpoint)).to(device)
+    if composite and not model.config.use_environment:
         # the AA1 baseline never sees the environment; it is pasted in afterwards
         settings = dataclasses.replace(settings, environment="off")
     skipped: dict[str, str] = {}
@@ -150,7 +154,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         skipped["lpips"] = ("no LPIPS weights (nothing is downloaded): pass --lpips-backbone (torchvision VGG16) "
                             "and --lpips-linear (the lpips package's v0.1 vgg.pth)")
     clips = open_heldout(data, size, clip_length)
-    model = load_model(ModelSources.from_path(checkpoint)).to(device)
     count = len(clips) if limit is None else min(limit, len(clips))
 
     per_clip = []
@@ -158,11 +161,13 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         sample = clips[index]
         reference, truth, motion = clip_extras(clips, index, cross_identity)
         rendered = render_clip(model, sample, settings, reference=reference, formulation=formulation).float()
+        ceiling = vae_round_trip(model.vae, truth.frames)
+        scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]
         if composite:
             inside = environment_mask(sample["character_mask"].float(), formulation).bool().unsqueeze(1)
             rendered = torch.where(inside, rendered, sample["frames"].float())
-        ceiling = vae_round_trip(model.vae, truth.frames)
-        scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]
+            # the empty scene as this render shows it: through the VAE inside the mask, true outside
+            scene = torch.where(inside, scene, truth.background)
         truth = dataclasses.replace(truth, frames=quantize_8bit(truth.frames), scene=scene)
         rendered, ceiling = quantize_8bit(rendered), quantize_8bit(ceiling)
         name = f"{sample['video_id']}@{sample['start']}"
@@ -239,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the formulation the model was trained with (default agnostic, eq. 2)")
     parser.add_argument("--cross-identity", action="store_true", help="animate the clip's other character (cross/)")
     parser.add_argument("--composite", action="store_true",
-                        help="AA1 baseline: sample without environment, paste into the driving frames inside the mask")
+                        help="paste the render into the driving frames inside the mask (Table 3: the AA1 baseline "
+                             "samples without environment; an AA2 checkpoint with it)")
     parser.add_argument("--limit", type=int, help="score only the first N clips")
     parser.add_argument("--save-videos", action="store_true", help="one mp4 per clip: truth | render | VAE ceiling")
     parser.add_argument("--lpips-backbone", help="torchvision VGG16 weights for LPIPS")

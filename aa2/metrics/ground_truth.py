@@ -35,7 +35,8 @@ class Truth:
     character and object masks `[F, H, W]` bool (the object's all False without one), and the
     clean background `[3, H, W]`.
 
-    `scene` (optional, `[3, H, W]`) is the empty scene as the renderer's VAE shows it,
+    `scene` (optional, `[3, H, W]`, or `[F, 3, H, W]` when it differs per frame, as for a render
+    pasted into the true frames outside a mask) is the empty scene as the renderer's VAE shows it,
     decode(encode(background)): a render's silhouette is taken against it, like with like. Against
     the clean background, a 64-pixel SynthWorld VAE's blur of textured floors and walls (about 20 dB)
     exceeds the threshold over much of the frame: its own round trip of the true frames then scores

@@ -91,7 +91,7 @@ def estimate_silhouette(frames: torch.Tensor, background: torch.Tensor, *, exclu
                         threshold: float = SILHOUETTE_THRESHOLD, opening: int = SILHOUETTE_OPENING,
                         reconstruct: bool = True) -> torch.Tensor:
     """The pixels where `frames [..., 3, H, W]` show something other than the clean `background
-    [3, H, W]`: largest absolute difference over the channels above `threshold`, then a square
+    [3, H, W]` (or one per frame, `[F, 3, H, W]`): largest absolute difference over the channels above `threshold`, then a square
     opening of odd side `opening` (erode, dilate) to drop speckle — the VAE's noise on flat texture.
     `reconstruct` (opening by reconstruction) then grows what survived back into the pixels above
     threshold it touches: a plain 3×3 opening also deletes a 64-px figure's 1-2 px wrists, hands and
@@ -104,7 +104,7 @@ def estimate_silhouette(frames: torch.Tensor, background: torch.Tensor, *, exclu
     differ from the clean background, so what is left after removing the object is where the
     model drew a character (and where it failed to keep the scene, which counts against it too).
     """
-    if frames.ndim < 3 or frames.shape[-3] != 3 or tuple(background.shape) != (3, *frames.shape[-2:]):
+    if frames.ndim < 3 or frames.shape[-3] != 3 or tuple(background.shape[-3:]) != (3, *frames.shape[-2:]):
         raise AA2InputError(f"estimate_silhouette needs frames [..., 3, H, W] and a background [3, H, W] of their "
                             f"size; got {tuple(frames.shape)} and {tuple(background.shape)}")
     difference = (frames.float() - background.float().to(frames.device)).abs().amax(dim=-3)
