@@ -1,7 +1,9 @@
 """ComfyUI's tensor layouts <-> aa2's, in one place (every conversion has a round-trip test).
 
 ComfyUI: IMAGE `[B, H, W, C]` float 0..1 (B = frames), MASK `[B, H, W]` float 0..1 (a single
-mask may come as `[H, W]`). aa2: frames `[F, 3, H, W]` float 0..1, masks `[F, H, W]`.
+mask may come as `[H, W]`), LATENT `{"samples": [B, 4, h, w]}` of *unscaled* VAE latents (B = frames),
+NOISE an object with `.seed` and `.generate_noise(latent)`. aa2: frames `[F, 3, H, W]` float 0..1, masks
+`[F, H, W]`, latents `[1, 4, F, h, w]` *scaled* by the VAE's scaling factor (0.18215 for SD1.5).
 """
 
 from __future__ import annotations
@@ -58,3 +60,53 @@ def match_frames(mask: torch.Tensor, frames: int, name: str = "mask") -> torch.T
         f"{name} has {mask.shape[0]} frames but the video has {frames}: give one mask per frame "
         "(or a single mask for every frame)."
     )
+
+
+def latents_to_latent(latents: torch.Tensor, scaling_factor: float, device: torch.device | None = None) -> dict:
+    """aa2's scaled latents `[1, 4, F, h, w]` -> LATENT `{"samples": [F, 4, h, w]}`, unscaled, float32.
+
+    ComfyUI's LATENT holds the VAE's own latents: core VAE Decode passes them straight to the VAE, and
+    the model's latent format (SD15: x 0.18215) scales them on the way into a sampler. aa2 works in the
+    scaled space, so the boundary divides by the checkpoint's VAE scaling factor here.
+    """
+    samples = rearrange(latents.float(), "1 c f h w -> f c h w") / scaling_factor
+    samples = samples.contiguous()
+    return {"samples": samples if device is None else samples.to(device)}
+
+
+def latent_to_latents(latent, scaling_factor: float, name: str = "latent") -> torch.Tensor:
+    """LATENT `{"samples": [F, 4, h, w]}` (unscaled) -> aa2's scaled `[1, 4, F, h, w]` float32."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[1] != 4:
+        got = (tuple(samples.shape) if isinstance(samples, torch.Tensor)
+               else "a dict without 'samples'" if isinstance(latent, dict) else type(latent).__name__)
+        raise AA2InputError(
+            f"{name} must be an SD1.5 ComfyUI LATENT, samples [frames, 4, height/8, width/8]; got {got}. "
+            "Connect a LATENT from VAE Encode or an AA2 sampler (a video model's 5-D latent does not fit)."
+        )
+    return rearrange(samples.float() * scaling_factor, "f c h w -> 1 c f h w")
+
+
+def noise_to_latents(noise, frames: int, height: int, width: int, name: str = "noise") -> torch.Tensor:
+    """A ComfyUI NOISE (RandomNoise, ...) -> initial noise `[1, 4, F, h, w]` for `frames` frames.
+
+    NOISE is SamplerCustomAdvanced's type: an object whose `generate_noise(latent)` returns
+    unit-variance noise shaped like `latent["samples"]`. It is asked for one SD1.5 latent per frame,
+    frames as the batch, exactly as it would be for those frames in a core sampler. Noise needs no
+    scaling: it is the same in the VAE's space and the sampler's.
+    """
+    if not callable(getattr(noise, "generate_noise", None)):
+        raise AA2InputError(f"{name} must be a ComfyUI NOISE (from RandomNoise); got {type(noise).__name__}")
+    shape = (frames, 4, height // 8, width // 8)
+    made = noise.generate_noise({"samples": torch.zeros(shape)})
+    if not isinstance(made, torch.Tensor) or tuple(made.shape) != shape:
+        got = tuple(made.shape) if isinstance(made, torch.Tensor) else type(made).__name__
+        raise AA2InputError(f"{name} gave noise of shape {got}, not one SD1.5 latent per frame {shape}")
+    if not torch.isfinite(made).all():
+        raise AA2InputError(f"{name} holds NaN or infinite values: connect RandomNoise")
+    if not made.any():
+        raise AA2InputError(
+            f"{name} is all zeros (Disable Noise): an AA2 sampler starts from noise alone, with no latent "
+            "to keep, so it would render nothing. Connect RandomNoise, or disconnect it to use the seed."
+        )
+    return rearrange(made.float(), "f c h w -> 1 c f h w")

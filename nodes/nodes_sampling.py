@@ -18,7 +18,8 @@ from ..aa2.pipeline.reference import encode_reference
 from ..aa2.sampling.schedulers import SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
 from . import host
-from .boundary import frames_to_image, image_to_frames, mask_to_frames, match_frames
+from .boundary import (frames_to_image, image_to_frames, latents_to_latent, mask_to_frames, match_frames,
+                       noise_to_latents)
 from .comfy_sampler import host_sampler
 
 CATEGORY = "AnimateAnyone2/sampling"
@@ -89,12 +90,19 @@ def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames)
 
 def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_environment,
            clip_length, motion_frames, overlap, reference=None, reference_image=None, driving_frames=None,
-           agnostic_mask=None, object_frames=None, sampler=None, sigmas=None, latent=None, release_model=False,
-           node_id=None):
+           agnostic_mask=None, object_frames=None, sampler=None, sigmas=None, noise=None, release_model=False,
+           node_id=None, latent=None):
     """Shared body of AA2Sampler and LongVideoChainer: ComfyUI types in, (IMAGE, LATENT) out."""
+    if latent is not None:  # an API-format workflow from before NOISE still links its old input
+        raise AA2InputError("the sampler's 'latent' input (initial noise) is gone: connect RandomNoise to "
+                            "'noise' instead, or leave it unconnected to use the seed")
     if reference is None and reference_image is None:
         raise AA2InputError("connect either a reference (AA2 Encode Reference) or a reference_image")
     inputs = _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames)
+    initial = None
+    if noise is not None:  # as in SamplerCustomAdvanced, the NOISE's seed is the run's seed
+        initial = noise_to_latents(noise, inputs.frames, *inputs.size)
+        seed = int(getattr(noise, "seed", seed))
     model = aa2_model.ready()
     settings = SamplingSettings(steps=steps, cfg=cfg, sampler=sampler_name, seed=seed, clip_length=clip_length,
                                 motion_frames=motion_frames, overlap=overlap, environment=environment,
@@ -109,7 +117,6 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
         frame = None if preview is None or x0 is None else preview(x0[:, :, 0].float())
         progress.update_absolute(done, total, frame)
 
-    initial = None if latent is None else latent["samples"].float()
     try:
         result = animate(model, inputs, settings, reference=reference, sampler=k_sampler, sigmas=sigmas,
                          latents=initial, progress=report, cancel=_cancelled)
@@ -117,7 +124,8 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
         if release_model:
             aa2_model.release()
     out = host.intermediate_device()
-    return frames_to_image(rearrange(result.frames, "f h w c -> f c h w"), out), {"samples": result.latents}
+    latent = latents_to_latent(result.latents, model.vae.config.scaling_factor, out)
+    return frames_to_image(rearrange(result.frames, "f h w c -> f c h w"), out), latent
 
 
 def _cancelled() -> bool:
@@ -130,7 +138,8 @@ def _common_inputs(long_video: bool) -> dict:
         "aa2_model": ("AA2_MODEL", {"tooltip": "From AA2 Load Model."}),
         "pose": ("AA2_POSE", {"tooltip": "From Pose Depth Modulate: skeleton (and structured depth) frames."}),
         "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
-                         "tooltip": "Each clip's noise comes from this seed and the clip's index."}),
+                         "tooltip": "Each clip's noise comes from this seed and the clip's index (a connected NOISE "
+                         "replaces it)."}),
         "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps per clip."}),
         "cfg": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 20.0, "step": 0.1, "tooltip":
                           "Guidance scale (1 = off, twice as fast). Animate Anyone uses about 3.5."}),
@@ -159,10 +168,18 @@ def _common_inputs(long_video: bool) -> dict:
         "object_frames": ("IMAGE", {"tooltip": "From Object Segment: the objects the character touches."}),
         "sampler": ("SAMPLER", {"tooltip": "Any ComfyUI sampler (KSamplerSelect, ...) instead of sampler_name."}),
         "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (AA2 Sigmas gives the checkpoint's range); needs SAMPLER."}),
-        "latent": ("LATENT", {"tooltip": "Initial noise [1, 4, F, H/8, W/8] instead of the seed's."}),
+        "noise": ("NOISE", {"tooltip": "Initial noise for every frame (RandomNoise, as SamplerCustomAdvanced "
+                  "takes it) instead of the seed's; its seed then also seeds the sampler's per-step noise."}),
         "release_model": ("BOOLEAN", {"default": False, "tooltip": "Move the model off the GPU when done."}),
     }
     return {"required": required, "optional": optional, "hidden": {"node_id": "UNIQUE_ID"}}
+
+
+RENDER_OUTPUT_TOOLTIPS = (
+    "The rendered frames (IMAGE).",
+    "The frames' latents, one per frame, unscaled as core nodes expect: VAE Decode (with an SD1.5 VAE), "
+    "latent upscale / composite and Save Latent take it.",
+)
 
 
 class AA2Sampler:
@@ -174,6 +191,7 @@ class AA2Sampler:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("frames", "latent")
+    OUTPUT_TOOLTIPS = RENDER_OUTPUT_TOOLTIPS
     FUNCTION = "sample"
 
     @classmethod
@@ -199,6 +217,7 @@ class LongVideoChainer:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("frames", "latent")
+    OUTPUT_TOOLTIPS = RENDER_OUTPUT_TOOLTIPS
     FUNCTION = "sample"
 
     @classmethod

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
 # Types ComfyUI core (or the packs the issue names) define; anything else must be the pack's own.
-HOST_TYPES = {"IMAGE", "MASK", "LATENT", "SAMPLER", "SIGMAS", "POSE_KEYPOINT", "INT", "FLOAT",
+HOST_TYPES = {"IMAGE", "MASK", "LATENT", "NOISE", "SAMPLER", "SIGMAS", "POSE_KEYPOINT", "INT", "FLOAT",
               "STRING", "BOOLEAN", "MODEL", "VAE", "CLIP_VISION"}
 MENU = "AnimateAnyone2/"
 
@@ -81,3 +83,58 @@ def _input_problems(entry) -> list[str]:
         if options.get("step", 1) <= 0:
             problems.append("step must be > 0")
     return problems
+
+
+# Core pieces the pack's outputs and inputs meet, re-stated from ComfyUI 0.3.64 (a real ComfyUI is
+# not importable in the suite: it is on no package registry). Each keeps exactly the part of the
+# host's code that touches the data; memory management, tiling and dtypes are left out.
+
+class HostVAE:
+    """`comfy.sd.VAE.decode` for an SD1.5 VAE (comfy/sd.py): the LATENT's samples go to the
+    autoencoder's decoder as they are — no scaling factor — then `(x + 1) / 2` clamped, channels last.
+
+    `autoencoder` is a diffusers AutoencoderKL (the pack's own VAE); ComfyUI's first_stage_model
+    holds the same weights under LDM names, and its `decode(z)` is diffusers' `decode(z).sample`.
+    """
+
+    def __init__(self, autoencoder) -> None:
+        self.first_stage_model = autoencoder
+
+    def decode(self, samples_in):
+        param = next(self.first_stage_model.parameters())
+        out = self.first_stage_model.decode(samples_in.to(param.device, param.dtype)).sample.float()
+        return torch.clamp((out + 1.0) / 2.0, min=0.0, max=1.0).movedim(1, -1)
+
+
+class VAEDecode:
+    """nodes.py `VAEDecode.decode`, line for line."""
+
+    def decode(self, vae, samples):
+        images = vae.decode(samples["samples"])
+        if len(images.shape) == 5:  # combine batches
+            images = images.reshape(-1, images.shape[-3], images.shape[-2], images.shape[-1])
+        return (images,)
+
+
+class RandomNoise:
+    """comfy_extras/nodes_custom_sampler.py `Noise_RandomNoise` (what the RandomNoise node returns),
+    with comfy.sample.prepare_noise's generator (`torch.manual_seed(seed)`, the same stream)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def generate_noise(self, input_latent):
+        latent_image = input_latent["samples"]
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randn(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout,
+                           generator=generator, device="cpu")
+
+
+class EmptyNoise:
+    """`Noise_EmptyNoise` (the DisableNoise node): zeros shaped like the latent."""
+
+    seed = 0
+
+    def generate_noise(self, input_latent):
+        latent_image = input_latent["samples"]
+        return torch.zeros(latent_image.shape, dtype=latent_image.dtype, layout=latent_image.layout, device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_contract import contract_problems
+from comfy_contract import EmptyNoise, HostVAE, RandomNoise, VAEDecode, contract_problems
 
 F, H, W = 6, 64, 64
 
@@ -80,7 +80,7 @@ def test_sampler_node_returns_comfy_image_and_latent(nodes, hosted, pose):
     frames, latent = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose)
     assert frames.shape == (F, H, W, 3) and frames.dtype == torch.float32
     assert 0 <= float(frames.min()) and float(frames.max()) <= 1
-    assert latent["samples"].shape == (1, 4, F, H // 8, W // 8)
+    assert latent["samples"].shape == (F, 4, H // 8, W // 8) and latent["samples"].dtype == torch.float32
 
 
 def test_encoded_reference_gives_the_same_video_as_the_image(nodes, hosted, pose):
@@ -97,7 +97,7 @@ def test_chainer_renders_more_frames_than_one_clip(nodes, hosted):
     out, latent = _run(nodes.nodes_sampling.LongVideoChainer(), hosted, pose, clip_length=4, motion_frames=1,
                        overlap=1, driving_frames=_image(frames, seed=5), agnostic_mask=_mask(frames),
                        object_frames=None)
-    assert out.shape == (frames, H, W, 3) and latent["samples"].shape[2] == frames
+    assert out.shape == (frames, H, W, 3) and latent["samples"].shape == (frames, 4, H // 8, W // 8)
 
 
 def test_chainer_with_one_clip_equals_the_sampler(nodes, hosted, pose):
@@ -165,3 +165,99 @@ def test_interrupted_run_leaves_the_model_usable(nodes, hosted, pose, monkeypatc
     assert all(reader.reference is None for reader in model.reference_attention.readers.values())
     frames, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose)
     assert torch.isfinite(frames).all()
+
+
+SCALE = 0.18215  # SD1.5's VAE scaling factor (comfy/latent_formats.py SD15), the tiny VAE's too
+
+
+def test_latent_boundary_round_trips_aa2_latents_and_unscales_them(pack):
+    boundary = pack.nodes.boundary
+    latents = torch.randn(1, 4, F, 3, 5, generator=torch.Generator().manual_seed(0))
+    latent = boundary.latents_to_latent(latents, SCALE)
+    assert set(latent) == {"samples"} and latent["samples"].shape == (F, 4, 3, 5)  # frames are the batch
+    torch.testing.assert_close(latent["samples"][2] * SCALE, latents[0, :, 2], rtol=1e-6, atol=0)
+    # x / s * s is exact up to one rounding each way: 1e-6 relative is a few float32 ulps.
+    torch.testing.assert_close(boundary.latent_to_latents(latent, SCALE), latents, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("latent", [
+    {"samples": torch.zeros(1, 4, F, 8, 8)},  # aa2's own 5-D layout, or a video model's
+    {"samples": torch.zeros(F, 16, 8, 8)},  # a 16-channel (SD3 / Flux) latent
+    {"noise_mask": torch.zeros(1, 8, 8)},
+    torch.zeros(F, 4, 8, 8),  # a bare tensor, not the LATENT dict
+])
+def test_a_latent_of_the_wrong_shape_gets_a_clear_error(pack, latent):
+    with pytest.raises(pack.aa2.errors.AA2InputError, match=r"LATENT, samples \[frames, 4"):
+        pack.nodes.boundary.latent_to_latents(latent, SCALE)
+
+
+def test_sampler_latent_through_core_vae_decode_gives_the_samplers_frames(nodes, hosted, pose, pack):
+    """AA2 Sampler -> core VAE Decode. ComfyUI itself is not importable in the suite, so VAE Decode
+    and the host VAE are re-stated from ComfyUI 0.3.64 (tests/comfy_contract.py: `vae.decode(
+    samples["samples"])`, no scaling) over the pack's own VAE weights. Unscaled LATENT in, the same
+    frames out as the sampler decoded itself, and as the pack's decode of the same latents."""
+    from aa2.pipeline.vae_codec import decode_latents
+
+    frames, latent = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose)
+    vae = hosted.ready().vae
+    (decoded,) = VAEDecode().decode(HostVAE(vae), latent)
+    assert decoded.shape == frames.shape == (F, H, W, 3)
+    # The same float32 ops on the same values; only the decoder's batch (F frames here, one per call
+    # in the pipeline) differs, which may reorder a convolution's sums: 1e-5 is far below 1/255.
+    torch.testing.assert_close(decoded, frames, atol=1e-5, rtol=0)
+    own = decode_latents(vae, pack.nodes.boundary.latent_to_latents(latent, vae.config.scaling_factor))
+    torch.testing.assert_close(decoded, own.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
+
+
+def test_noise_input_gives_the_initial_noise_and_its_seed_is_the_runs(nodes, hosted, pose, pack):
+    """A NOISE that yields exactly the seed's own initial noise renders exactly the seed's video."""
+    from einops import rearrange
+
+    seed = 11
+    clip_seed = pack.aa2.pipeline.inputs.clip_seed(seed, 0)
+
+    class SeedsOwnNoise:
+        def __init__(self):
+            self.seed = seed
+
+        def generate_noise(self, input_latent):
+            f, c, h, w = input_latent["samples"].shape
+            noise = torch.randn(1, c, f, h, w, generator=torch.Generator().manual_seed(clip_seed))
+            return rearrange(noise, "1 c f h w -> f c h w")
+
+    by_seed, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, seed=seed)
+    by_noise, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, seed=0, noise=SeedsOwnNoise())
+    assert torch.equal(by_seed, by_noise)
+
+
+def test_random_noise_decides_the_video_whatever_the_seed_widget(nodes, hosted, pose):
+    one, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, seed=1, noise=RandomNoise(5))
+    two, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, seed=2, noise=RandomNoise(5))
+    other, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, seed=1, noise=RandomNoise(6))
+    assert torch.equal(one, two) and not torch.equal(one, other)
+
+
+def test_chainer_takes_noise_for_the_whole_video(nodes, hosted):
+    frames = 7
+    node = nodes.nodes_pose.PoseDepthModulate()
+    pose, _, _ = node.prepare(W, H, list(nodes.nodes_pose.CONVENTIONS)[0], skeleton_images=_image(frames, seed=1))
+    args = dict(clip_length=4, motion_frames=1, overlap=0, driving_frames=_image(frames, seed=5),
+                agnostic_mask=_mask(frames), object_frames=None, noise=RandomNoise(9))
+    one, _ = _run(nodes.nodes_sampling.LongVideoChainer(), hosted, pose, seed=1, **args)
+    two, _ = _run(nodes.nodes_sampling.LongVideoChainer(), hosted, pose, seed=2, **args)
+    assert one.shape == (frames, H, W, 3) and torch.equal(one, two)
+
+
+@pytest.mark.parametrize("noise, message", [
+    (EmptyNoise(), "all zeros"),
+    (object(), "must be a ComfyUI NOISE"),
+])
+def test_noise_that_cannot_start_a_render_is_refused(nodes, hosted, pose, pack, noise, message):
+    with pytest.raises(pack.aa2.errors.AA2InputError, match=message):
+        _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, noise=noise)
+
+
+def test_a_stale_latent_link_from_an_old_workflow_says_what_replaced_it(nodes, hosted, pose, pack):
+    """API-format workflows from before NOISE may still link the old `latent` (noise) input."""
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="RandomNoise"):
+        _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, latent={"samples": torch.zeros(1, 4, F, 8, 8)})
