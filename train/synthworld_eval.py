@@ -166,7 +166,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         if composite:
             inside = environment_mask(sample["character_mask"].float(), formulation).bool().unsqueeze(1)
             rendered = torch.where(inside, rendered, sample["frames"].float())
-            # the empty scene as this render shows it: through the VAE inside the mask, true outside
+            # the best such a render can be, and the empty scene as it shows it: through the VAE
+            # inside the mask, true outside
+            ceiling = torch.where(inside, ceiling, truth.frames)
             scene = torch.where(inside, scene, truth.background)
         truth = dataclasses.replace(truth, frames=quantize_8bit(truth.frames), scene=scene)
         rendered, ceiling = quantize_8bit(rendered), quantize_8bit(ceiling)
