@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from .errors import AA2Cancelled, AA2InputError, AA2WeightsError
+from .errors import AA2Cancelled, AA2InputError, AA2WeightsError, size_text
 from .pipeline.inputs import AnimationInputs, SamplingSettings
 from .video_io import (
     check_frame_counts,
@@ -102,7 +102,8 @@ def load_inputs(files: InputFiles, options: ReadOptions = ReadOptions()) -> Anim
     for name, x in named.items():
         if x is not None and tuple(x.shape[-2:]) != (height, width):
             raise AA2InputError(
-                f"{name} frames are {x.shape[-2]}x{x.shape[-1]} but the pose is {height}x{width}, and resizing is off: "
+                f"{name} frames are {size_text(*x.shape[-2:])} but the pose is {size_text(height, width)}, and "
+                "resizing is off: "
                 "make every sequence the same size, or allow resizing"
             )
 

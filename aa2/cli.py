@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from .errors import AA2Error, AA2InputError, AA2WeightsError, interface
+from .errors import AA2Error, AA2InputError, AA2WeightsError, interface, size_text
 
 
 def refuse_overwriting_inputs(out: Path, inputs: Mapping[str, Path | None]) -> None:
@@ -144,7 +144,7 @@ def _animate(args: argparse.Namespace) -> int:
               "remove from it)", file=sys.stderr)
     model = load_for_device(sources, device, dtype)
     height, width = inputs.size
-    print(f"animating {inputs.frames} frames at {height}x{width} on {device.type} "
+    print(f"animating {inputs.frames} frames at {size_text(height, width)} on {device.type} "
           f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps")
     fps = args.fps if args.fps is not None else source_fps(files, args.stride)
     return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet)

@@ -48,3 +48,9 @@ def interface(name: Interface) -> Iterator[None]:
 def worded(*, comfyui: str, cli: str) -> str:
     """The advice for the interface in use (see `interface`)."""
     return cli if _INTERFACE.get() == "cli" else comfyui
+
+
+def size_text(height: int, width: int) -> str:
+    """A frame size as every message writes it: width first, as the nodes' widgets ask for it, and
+    labelled, since aa2's tensors (and many tools) put height first and "192x256" reads either way."""
+    return f"{width}×{height} (width × height)"

@@ -40,7 +40,7 @@ import torch
 from einops import rearrange
 
 from .atomic import atomic_path, write_bytes
-from .errors import AA2Error, AA2InputError
+from .errors import AA2Error, AA2InputError, size_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_AUTO_SIDE = 768
@@ -58,14 +58,15 @@ def output_size(height: int, width: int, size: Size = None, *, resize: bool = Tr
     if isinstance(size, tuple):
         h, w = size
         if h < MULTIPLE or w < MULTIPLE or h % MULTIPLE or w % MULTIPLE:
-            raise AA2InputError(f"size {h}x{w} must be a multiple of {MULTIPLE} on both sides; "
-                                f"try {_nearest(h)}x{_nearest(w)}")
+            raise AA2InputError(f"size {size_text(h, w)} must be a multiple of {MULTIPLE} on both sides; "
+                                f"try --size {_nearest(h)}x{_nearest(w)} (--size takes height x width)")
         return h, w
     if not resize:
         if height % MULTIPLE or width % MULTIPLE:
             raise AA2InputError(
-                f"the frames are {height}x{width}, not a multiple of {MULTIPLE} (the VAE and UNet need it), and "
-                f"resizing is off: resize them to {_nearest(height)}x{_nearest(width)} or allow resizing"
+                f"the frames are {size_text(height, width)}, not a multiple of {MULTIPLE} (the VAE and UNet need "
+                f"it), and resizing is off: resize them to {size_text(_nearest(height), _nearest(width))} or allow "
+                "resizing"
             )
         return height, width
     longer = max(height, width)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..aa2.conditioning.masks import environment_frames, shape_agnostic_mask
-from ..aa2.errors import AA2InputError
+from ..aa2.errors import AA2InputError, size_text
 from . import host
 from .boundary import frames_to_image, frames_to_mask, image_to_frames, mask_to_frames, match_frames
 
@@ -97,8 +97,8 @@ class AA2MaskPreview:
             frames = frames.expand(masks.shape[0], -1, -1, -1)
         if masks.shape[1:] != frames.shape[2:]:
             raise AA2InputError(
-                f"The mask is {masks.shape[1]}×{masks.shape[2]} but the images are "
-                f"{frames.shape[2]}×{frames.shape[3]}: resize one to the other first."
+                f"The mask is {size_text(*masks.shape[1:])} but the images are "
+                f"{size_text(*frames.shape[2:])}: resize one to the other first."
             )
         weight = (opacity * masks.clamp(0, 1).to(frames.device))[:, None]  # [F, 1, H, W]
         tint = torch.tensor(TINTS[color], device=frames.device)[None, :, None, None]

@@ -13,7 +13,7 @@ from einops import rearrange
 from ..aa2.errors import AA2InputError
 from ..aa2.models.image_encoder import CLIP_CROPS
 from ..aa2.pipeline.animate import animate
-from ..aa2.pipeline.inputs import AnimationInputs, SamplingSettings
+from ..aa2.pipeline.inputs import AnimationInputs, SamplingSettings, match_pose_length
 from ..aa2.pipeline.reference import encode_reference
 from ..aa2.sampling.schedulers import SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
@@ -73,18 +73,15 @@ def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames)
         else torch.zeros(3, *size),
         pose=skeleton, depth=depth,
     )
-    if driving_frames is not None:
-        inputs.environment = _fit(image_to_frames(driving_frames, "driving_frames")[:frames], size)
+    if driving_frames is not None:  # a longer video is refused, not cut: it may not be the pose's
+        environment = match_pose_length(image_to_frames(driving_frames, "driving_frames"), frames, "driving_frames")
+        inputs.environment = _fit(environment, size)
     if agnostic_mask is not None:
         mask = match_frames(mask_to_frames(agnostic_mask, "agnostic_mask"), frames, "agnostic_mask")
         inputs.mask = _fit(mask[:, None], size, "nearest")[:, 0]
     if object_frames is not None:
-        inputs.objects = _fit(image_to_frames(object_frames, "object_frames")[:frames], size)
-    for name in ("environment", "objects"):
-        got = getattr(inputs, name)
-        if got is not None and got.shape[0] != frames:
-            raise AA2InputError(f"{name} has {got.shape[0]} frames but the pose has {frames}: load the same "
-                                "frame range (VideoHelperSuite's frame_load_cap / skip_first_frames) for both.")
+        objects = match_pose_length(image_to_frames(object_frames, "object_frames"), frames, "object_frames")
+        inputs.objects = _fit(objects, size)
     return inputs
 
 

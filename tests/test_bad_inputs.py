@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from aa2.errors import AA2Error, AA2InputError, AA2WeightsError, interface
+from aa2.errors import AA2Error, AA2InputError, AA2WeightsError, interface, size_text
 from aa2.pipeline import animate as pipeline
 from aa2.pipeline import clip_denoiser
-from aa2.pipeline.inputs import AnimationInputs, SamplingSettings
+from aa2.pipeline.inputs import AnimationInputs, SamplingSettings, match_pose_length
 from aa2.weights.files import read_safetensors_metadata, read_state_dict, write_safetensors
 from aa2.weights.sources import ModelSources, load_model
 
@@ -113,3 +113,54 @@ def test_advice_is_worded_for_the_interface_that_raised_it():
         pipeline.check_model_takes(model, inputs)
     with pytest.raises(AA2InputError, match="disconnect the objects"):  # the context ended with its block
         pipeline.check_model_takes(model, inputs)
+
+
+# ------------------------------------------------------------------------------------ lengths and sizes
+
+
+@pytest.mark.parametrize("name", ["environment", "objects", "depth"])
+@pytest.mark.parametrize("frames", [2, 5])
+def test_a_sequence_of_another_length_than_the_pose_is_refused_naming_both(name, frames):
+    inputs, other = _inputs(3), _inputs(frames)
+    setattr(inputs, name, getattr(other, name))
+    with pytest.raises(AA2InputError, match=f"{name} has {frames} frames but the pose has 3"):
+        inputs.validate()
+
+
+def test_a_longer_driving_video_is_cut_only_when_asked_and_then_said(caplog):
+    video = torch.rand(5, 3, H, W)
+    with pytest.raises(AA2InputError, match="Image From Batch \\(batch_index 0, length 3\\)"):
+        match_pose_length(video, 3, "driving_frames")
+    with interface("cli"), pytest.raises(AA2InputError, match="--max-frames 3"):
+        match_pose_length(video, 3, "driving_frames")
+    with caplog.at_level("WARNING", logger="aa2"):
+        assert torch.equal(match_pose_length(video, 3, "driving_frames", trim=True), video[:3])
+    assert "driving_frames has 5 frames, the pose 3" in caplog.text
+    with pytest.raises(AA2InputError, match="driving_frames has 2 frames but the pose has 3"):
+        match_pose_length(video[:2], 3, "driving_frames", trim=True)  # a shorter one cannot be cut to fit
+
+
+def test_the_sampler_node_refuses_a_driving_video_longer_than_the_pose(pack):
+    pose = {"skeleton": torch.rand(3, 3, H, W), "depth": None}
+    mask = torch.zeros(5, H, W)
+    mask[:, 8:40, 8:40] = 1
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="driving_frames has 5 frames but the pose has 3"):
+        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, torch.rand(5, H, W, 3), mask[:1], None)
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="object_frames has 4 frames but the pose has 3"):
+        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, None, None, torch.rand(4, H, W, 3))
+
+
+def test_sizes_in_messages_are_width_first_and_labelled():
+    assert size_text(768, 512) == "512×768 (width × height)"
+    inputs = _inputs()
+    inputs.pose = torch.rand(3, 3, 96, 64)
+    with pytest.raises(AA2InputError, match=r"frames are 64×96 \(width × height\).*e\.g\. to 64×128 \(width"):
+        inputs.validate()
+    inputs = _inputs()
+    inputs.environment = torch.rand(3, 3, H, 128)
+    with pytest.raises(AA2InputError, match=r"environment frames are 128×64 \(width × height\) but the pose is 64×64"):
+        inputs.validate()
+    inputs = _inputs()
+    inputs.mask = torch.ones(3, 128, H)
+    with pytest.raises(AA2InputError, match=r"mask is 64×128 \(width × height\)"):
+        inputs.validate()

@@ -199,7 +199,7 @@ def test_size_not_a_multiple_of_64_without_resizing_names_a_valid_size(pack, tmp
     write_video(reference, torch.rand(1, 80, 64, 3))
     argv = ["animate", "--reference", str(next(reference.iterdir())), "--pose", str(odd), "--models", pack,
             "--out", str(tmp_path / "o.mp4"), "--no-resize"]
-    _fails_with(argv, capsys, "80x64", "multiple of 64", "64x64")
+    _fails_with(argv, capsys, "64×80 (width × height)", "multiple of 64", "64×64 (width × height)")
     _fails_with([*argv, "--size", "64x64"], capsys, "not both")
 
 

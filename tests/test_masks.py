@@ -300,7 +300,7 @@ def test_latent_mask_shape_and_any_pixel_marks_the_cell():
 
 
 def test_latent_mask_rejects_sizes_off_the_latent_grid():
-    with pytest.raises(AA2InputError, match=r"37×29.*multiple of 8"):
+    with pytest.raises(AA2InputError, match=r"29×37 \(width × height\).*multiple of 8"):
         latent_mask(blobs())
     with pytest.raises(AA2InputError, match="factor"):
         latent_mask(torch.zeros(1, 8, 8), factor=0)

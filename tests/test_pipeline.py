@@ -257,7 +257,7 @@ def test_model_in_bfloat16_renders_float_frames(tiny_weights):
 
 @pytest.mark.parametrize("change,message", [
     (lambda i: setattr(i, "pose", i.pose[..., :60]), "multiple of 64"),
-    (lambda i: setattr(i, "depth", i.depth[:3]), "same frame count"),
+    (lambda i: setattr(i, "depth", i.depth[:3]), "depth has 3 frames but the pose has 4"),
     (lambda i: setattr(i, "mask", None), "without mask"),
     (lambda i: setattr(i, "mask", torch.zeros_like(i.mask)), "empty"),
     (lambda i: setattr(i, "reference", i.reference[None]), "one RGB image"),

@@ -287,7 +287,7 @@ def test_the_video_loader_is_restored_after_a_run(micro):
 @pytest.mark.parametrize("prompt,match", [
     (ObjectPrompt(), "nothing that says where"),
     (ObjectPrompt(negative=[(3.0, 3.0)]), "nothing that says where"),
-    (ObjectPrompt(positive=[(60.0, 3.0)]), "outside the 56×40 frame"),
+    (ObjectPrompt(positive=[(60.0, 3.0)]), r"outside the 56×40 \(width × height\) frame"),
     (ObjectPrompt(positive=[(3.0, -1.0)]), "outside"),
     (ObjectPrompt(box=(20.0, 5.0, 10.0, 30.0)), "x0 < x1"),
     (ObjectPrompt(mask=box_mask(), positive=[(3.0, 3.0)]), "both a mask and clicks"),

@@ -142,10 +142,10 @@ def test_size_rule_output_is_valid_and_keeps_aspect_within_rounding():
 
 
 def test_size_errors_name_a_valid_size():
-    with pytest.raises(AA2InputError, match="resize them to 128x64"):
+    with pytest.raises(AA2InputError, match=r"resize them to 64×128 \(width × height\)"):
         output_size(100, 64, resize=False)
     assert output_size(128, 64, resize=False) == (128, 64)
-    with pytest.raises(AA2InputError, match="try 512x384"):
+    with pytest.raises(AA2InputError, match="try --size 512x384"):
         output_size(64, 64, (500, 384))
     assert parse_size("768x512") == (768, 512) and parse_size("512") == 512 and parse_size("auto") is None
     with pytest.raises(AA2InputError, match="HxW"):

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as nnf
 from einops import rearrange
 
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text
 
 BoxMode = Literal["per_frame", "clip"]
 EmptyPolicy = Literal["keep", "previous", "error"]
@@ -162,7 +162,7 @@ def draw_block_counts(
 ) -> tuple[int, int]:
     """The training draw of §3.2: kh uniform in [1, h], kw uniform in [1, w], from `generator`."""
     if h < 1 or w < 1:
-        raise AA2InputError(f"Cannot draw block counts for an empty box of {h}×{w} pixels.")
+        raise AA2InputError(f"Cannot draw block counts for an empty box of {size_text(h, w)} pixels.")
     device = generator.device if generator is not None else "cpu"
     kh = torch.randint(1, h + 1, (1,), generator=generator, device=device)
     kw = torch.randint(1, w + 1, (1,), generator=generator, device=device)
@@ -224,7 +224,7 @@ def latent_mask(mask: torch.Tensor, factor: int = 8) -> torch.Tensor:
     _, height, width = mask.shape
     if height % factor or width % factor:
         raise AA2InputError(
-            f"The mask is {height}×{width} pixels, not a multiple of {factor} in both directions, "
+            f"The mask is {size_text(height, width)} pixels, not a multiple of {factor} in both directions, "
             f"so it has no exact latent grid. Resize or crop the video to a multiple of {factor}."
         )
     dtype = mask.dtype if mask.dtype.is_floating_point else torch.float32

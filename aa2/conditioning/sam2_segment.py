@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as nnf
 from einops import rearrange
 
-from ..errors import AA2Error, AA2InputError, AA2WeightsError
+from ..errors import AA2Error, AA2InputError, AA2WeightsError, size_text
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -368,13 +368,13 @@ def normalize_masks(
     if (mh, mw) != (height, width):
         if not resize:
             raise AA2InputError(
-                f"The mask is {mh}×{mw} but the frames are {height}×{width}; resize one to the "
+                f"The mask is {size_text(mh, mw)} but the frames are {size_text(height, width)}; resize one to the "
                 "other (normalize_masks does it)."
             )
         if not allow_aspect_change and abs((mh / mw) / (height / width) - 1) > 0.01:
             raise AA2InputError(
-                f"The mask is {mh}×{mw} (aspect {mw / mh:.3f}) but the frames are "
-                f"{height}×{width} (aspect {width / height:.3f}): it was probably made for a "
+                f"The mask is {size_text(mh, mw)}, aspect {mw / mh:.3f}, but the frames are "
+                f"{size_text(height, width)}, aspect {width / height:.3f}: it was probably made for a "
                 "different crop. Crop it the same way as the video, or pass "
                 "allow_aspect_change=True to stretch it."
             )
@@ -427,7 +427,7 @@ def _check_prompt(prompt: ObjectPrompt, index: int, height: int, width: int) -> 
             x, y = float(point[0]), float(point[1])
             if not (0 <= x <= width and 0 <= y <= height):
                 raise AA2InputError(
-                    f"{who}: the {kind} click ({x:g}, {y:g}) lies outside the {width}×{height} "
+                    f"{who}: the {kind} click ({x:g}, {y:g}) lies outside the {size_text(height, width)} "
                     "frame. Clicks are pixels of the frames given, x from the left, y from the top."
                 )
     if prompt.box is not None:
@@ -437,7 +437,7 @@ def _check_prompt(prompt: ObjectPrompt, index: int, height: int, width: int) -> 
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise AA2InputError(
                 f"{who}: the box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) must have x0 < x1, y0 < y1 and "
-                f"lie inside the {width}×{height} frame."
+                f"lie inside the {size_text(height, width)} frame."
             )
     if prompt.mask is not None:
         mask = prompt.mask

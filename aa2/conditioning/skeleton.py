@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text
 
 Coords = Literal["auto", "normalized", "pixels"]
 PersonChoice = int | Literal["largest", "all"]
@@ -224,7 +224,7 @@ def render_skeleton(
     height = frames[0].height if height is None else height
     width = frames[0].width if width is None else width
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
-        raise AA2InputError(f"height and width must be positive integers; got {height!r} × {width!r}.")
+        raise AA2InputError(f"width and height must be positive integers; got width {width!r}, height {height!r}.")
     if stick_width < 1:
         raise AA2InputError(f"stick_width must be at least 1 pixel; got {stick_width}.")
     out = np.zeros((len(frames), height, width, 3), np.uint8)
@@ -298,7 +298,7 @@ def _read_frame(frame: object, index: int, coords: Coords) -> PoseFrame:
             f"POSE_KEYPOINT frame {index} needs integer 'canvas_height' and 'canvas_width'; got keys {sorted(frame)}."
         ) from e
     if height <= 0 or width <= 0:
-        raise AA2InputError(f"POSE_KEYPOINT frame {index} has an empty canvas {height}×{width}.")
+        raise AA2InputError(f"POSE_KEYPOINT frame {index} has an empty canvas {size_text(height, width)}.")
     people = []
     for j, entry in enumerate(frame.get("people") or []):
         if not isinstance(entry, Mapping):

@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import PoseShape
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text
 
 
 class PoseGuider(nn.Module):
@@ -155,7 +155,7 @@ def _check_video(name: str, video: torch.Tensor, channels: tuple[int, ...], fact
         raise AA2InputError(f"{name} has {video.shape[1]} channels, expected {' or '.join(map(str, channels))}: "
                             "is the channel axis second ([B, C, F, H, W])?")
     if video.shape[3] % factor or video.shape[4] % factor:
-        raise AA2InputError(f"{name} is {video.shape[3]}x{video.shape[4]} (HxW); both must be divisible by {factor} "
+        raise AA2InputError(f"{name} is {size_text(video.shape[3], video.shape[4])}; both must be divisible by {factor} "
                             "to line up with the latents: resize or crop the driving video")
     low, high = float(video.min()), float(video.max())
     if low < -0.1 or high > 1.1:  # slack for resampling overshoot; [-1, 1] or 0..255 input fails

@@ -6,6 +6,7 @@ and the CLI convert at their boundary.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -13,11 +14,36 @@ from typing import Literal
 import torch
 
 from ..checks import first_non_finite, is_finite
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from .vae_codec import DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
+log = logging.getLogger("aa2")
+
+
+def match_pose_length(frames: torch.Tensor, pose_frames: int, name: str, *, trim: bool = False) -> torch.Tensor:
+    """`frames [F, ...]` with exactly one frame per pose frame.
+
+    A longer sequence is refused unless `trim` (then its first `pose_frames` are kept, said in the
+    log): cutting without a word hid a driving video that did not belong to the pose, whose
+    environment then moved out of step with the character. A shorter one is always refused.
+    """
+    count = int(frames.shape[0])
+    if count == pose_frames:
+        return frames
+    if count > pose_frames and trim:
+        log.warning("%s has %d frames, the pose %d: using the %s's first %d", name, count, pose_frames, name,
+                    pose_frames)
+        return frames[:pose_frames]
+    shortest = min(count, pose_frames)
+    fix = worded(
+        comfyui="Load the same frame range for both (VideoHelperSuite's frame_load_cap / skip_first_frames), "
+                f"or cut the longer one with Image From Batch (batch_index 0, length {shortest}).",
+        cli=f"Trim the longer one, or pass --max-frames {shortest} to use the first {shortest} of each.",
+    )
+    raise AA2InputError(f"{name} has {count} frames but the pose has {pose_frames}: every sequence needs one "
+                        f"frame per output frame. {fix}")
 
 
 @dataclass
@@ -54,16 +80,20 @@ class AnimationInputs:
         height, width = self.size
         if height % 64 or width % 64:
             raise AA2InputError(
-                f"frames are {height}x{width}; the size must be a multiple of 64. Resize the pose, environment, "
-                f"mask and object frames together, e.g. to {max(64, round(height / 64) * 64)}x"
-                f"{max(64, round(width / 64) * 64)}"
+                f"frames are {size_text(height, width)}; the size must be a multiple of 64. Resize the pose, "
+                "environment, mask and object frames together, e.g. to "
+                f"{size_text(max(64, round(height / 64) * 64), max(64, round(width / 64) * 64))}"
             )
         for name in ("depth", "environment", "objects"):
             frames = getattr(self, name)
-            if frames is not None and tuple(frames.shape) != tuple(self.pose.shape):
+            if frames is None:
+                continue
+            match_pose_length(frames, self.frames, name)
+            if tuple(frames.shape) != tuple(self.pose.shape):
+                got = size_text(*frames.shape[-2:]) if frames.ndim == 4 else f"shaped {tuple(frames.shape)}"
                 raise AA2InputError(
-                    f"{name} is {tuple(frames.shape)} but pose is {tuple(self.pose.shape)}: every sequence needs the "
-                    "same frame count and size as the pose"
+                    f"{name} frames are {got} but the pose is {size_text(height, width)} [F, 3, H, W]: every "
+                    "sequence needs the pose's frame count and size"
                 )
         if (self.environment is None) != (self.mask is None):
             given, missing = ("environment", "mask") if self.mask is None else ("mask", "environment")
@@ -72,10 +102,12 @@ class AnimationInputs:
                 "(shape-agnostic) mask removed, so both are needed, or neither"
             )
         if self.mask is not None:
+            if self.mask.ndim == 3:
+                match_pose_length(self.mask, self.frames, "mask")
             if tuple(self.mask.shape) != (self.frames, height, width):
-                raise AA2InputError(
-                    f"mask is {tuple(self.mask.shape)}, expected [F, H, W] = {(self.frames, height, width)}"
-                )
+                got = size_text(*self.mask.shape[-2:]) if self.mask.ndim == 3 else f"shaped {tuple(self.mask.shape)}"
+                raise AA2InputError(f"mask is {got} but the pose is {size_text(height, width)}: one mask "
+                                    "[F, H, W] per pose frame, at its size")
             if not bool((self.mask > 0.5).any()):
                 raise AA2InputError(
                     "the character mask is empty in every frame: segment the character (ObjectSegment / SAM2) "

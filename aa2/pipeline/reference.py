@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text
 from ..models.aa2_model import AA2Model
 from ..models.image_encoder import ClipCrop, reference_context
 from ..models.reference_attention import ReferenceBank
@@ -37,7 +37,7 @@ class EncodedReference:
     def check(self, model: AA2Model, size: tuple[int, int]) -> None:
         if tuple(size) != tuple(self.size):
             raise AA2InputError(
-                f"the reference was encoded for {self.size[0]}x{self.size[1]} but the video is {size[0]}x{size[1]}: "
+                f"the reference was encoded for {size_text(*self.size)} but the video is {size_text(*size)}: "
                 "encode it again at the video's size"
             )
         if model.config.fusion != self.fusion:
@@ -67,8 +67,8 @@ def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]
     height, width = size
     if height % 64 or width % 64:
         raise AA2InputError(
-            f"output size {height}x{width} must be a multiple of 64 (the UNet halves the latent three times); "
-            f"try {max(64, round(height / 64) * 64)}x{max(64, round(width / 64) * 64)}"
+            f"output size {size_text(height, width)} must be a multiple of 64 (the UNet halves the latent three "
+            f"times); try {size_text(max(64, round(height / 64) * 64), max(64, round(width / 64) * 64))}"
         )
     resized = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
                             align_corners=False).clamp(0, 1)
