@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import AA2InputError
+
 
 def is_finite(tensor: torch.Tensor) -> bool:
     """No NaN or inf in `tensor` (integer tensors always pass). Only its extremes are checked, as
@@ -25,3 +27,29 @@ def first_non_finite(frames: torch.Tensor) -> int | None:
         return None
     bad = ~torch.isfinite(frames.detach().reshape(frames.shape[0], -1)).all(dim=1)
     return int(bad.nonzero()[0, 0])
+
+
+def unit_range(images: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """Images as float 0..1, the range every model input here was trained on.
+
+    uint8 is divided by 255: its range is known, so the conversion is exact and unambiguous. A float
+    image above 1.5 (or below -0.5) is refused rather than guessed: 0..255 floats used as 0..1 would
+    be clamped to a white frame, and -1..1 to half black, both without a word.
+    """
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    if not images.is_floating_point():
+        raise AA2InputError(f"{name} is an integer image ({str(images.dtype).removeprefix('torch.')}); expected "
+                            "float 0..1 (or uint8 0..255): convert it where it was made")
+    images = images.float()
+    if images.numel() == 0:
+        return images
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if high > 1.5 and high != float("inf"):
+        raise AA2InputError(f"{name} holds values up to {high:.4g}, but images are float 0..1: it looks like 0..255. "
+                            "Divide it by 255 where it was made (a script or custom node), or load it with a "
+                            "standard image / video loader")
+    if low < -0.5 and low != float("-inf"):
+        raise AA2InputError(f"{name} holds values down to {low:.4g}, but images are float 0..1: if it is -1..1, "
+                            "map it with (x + 1) / 2 where it was made")
+    return images

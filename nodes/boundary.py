@@ -11,18 +11,23 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
+from ..aa2.checks import unit_range
 from ..aa2.errors import AA2InputError
 
 
 def image_to_frames(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """IMAGE `[B, H, W, C]` -> frames `[B, 3, H, W]` float32; an alpha channel is dropped."""
+    """IMAGE `[B, H, W, C]` -> frames `[B, 3, H, W]` float32 0..1; an alpha channel is dropped.
+
+    uint8 (from a script or custom node) is scaled by 1/255; float outside 0..1 is refused
+    (`aa2.checks.unit_range`) instead of being drawn as if it were 0..1.
+    """
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise AA2InputError(
             f"{name} must be a ComfyUI IMAGE [frames, height, width, 3]; got {shape}. "
             "Connect an image or video loader's IMAGE output."
         )
-    return rearrange(image[..., :3].float(), "f h w c -> f c h w")
+    return rearrange(unit_range(image[..., :3], name), "f h w c -> f c h w")
 
 
 def frames_to_image(frames: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:

@@ -57,7 +57,7 @@ class PoseDepthModulate:
         if pose_keypoints is not None:
             if reference_keypoints is not None:
                 pose_keypoints = retarget_poses(pose_keypoints, reference_keypoints, hands=hands, face=face)
-            skeleton = render_skeleton(pose_keypoints, height, width, hands=hands, face=face)
+            skeleton = render_skeleton(pose_keypoints, height, width, hands=hands, face=face, require_person=True)
         else:
             if reference_keypoints is not None:
                 raise AA2InputError("retargeting needs pose_keypoints, not skeleton images")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from aa2.checks import unit_range
 from aa2.errors import AA2Error, AA2InputError, AA2WeightsError, interface, size_text
 from aa2.pipeline import animate as pipeline
 from aa2.pipeline import clip_denoiser
@@ -164,3 +165,74 @@ def test_sizes_in_messages_are_width_first_and_labelled():
     inputs.mask = torch.ones(3, 128, H)
     with pytest.raises(AA2InputError, match=r"mask is 64×128 \(width × height\)"):
         inputs.validate()
+
+
+# ------------------------------------------------------------------------------------ value ranges
+
+
+def test_uint8_images_are_scaled_and_float_0_to_255_is_refused():
+    u8 = torch.tensor([[0, 128, 255]], dtype=torch.uint8)
+    assert torch.allclose(unit_range(u8), u8.float() / 255)
+    with pytest.raises(AA2InputError, match="reference_image holds values up to 255.*looks like 0..255"):
+        unit_range(u8.float(), "reference_image")
+    with pytest.raises(AA2InputError, match=r"-1..1"):
+        unit_range(torch.tensor([-1.0, 1.0]))
+    with pytest.raises(AA2InputError, match="integer image \\(int32\\)"):
+        unit_range(torch.tensor([1, 2], dtype=torch.int32))
+    ok = torch.tensor([0.0, 1.2])  # resampling overshoot is left to the consumer's clamp
+    assert torch.equal(unit_range(ok), ok)
+
+
+def test_a_comfyui_image_in_0_to_255_is_refused_at_the_boundary_and_uint8_converted(pack):
+    boundary = pack.nodes.boundary
+    image = torch.rand(2, H, W, 3)
+    assert torch.allclose(boundary.image_to_frames((image * 255).round().to(torch.uint8)),
+                          boundary.image_to_frames(image), atol=1 / 255)  # half a step of rounding, both ways
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="driving_frames holds values up to"):
+        boundary.image_to_frames(image * 255, "driving_frames")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (64, 32), (8, 12)])
+def test_skeleton_images_of_another_shape_are_refused_naming_both_sizes(size):
+    from aa2.conditioning.skeleton import prepare_skeleton_images
+
+    images = torch.rand(2, 3, *size)
+    expected = rf"{size[1]}×{size[0]} \(width × height\) but the output is 128×64 \(width × height\)"
+    with pytest.raises(AA2InputError, match=expected):
+        prepare_skeleton_images(images, 64, 128)
+    assert prepare_skeleton_images(torch.rand(2, 3, 32, 64), 64, 128).shape == (2, 3, 64, 128)  # same aspect: scaled
+
+
+def _keypoints(frames: int, person=None) -> list[dict]:
+    people = [] if person is None else [{"pose_keypoints_2d": person}]
+    return [{"people": people, "canvas_width": W, "canvas_height": H} for _ in range(frames)]
+
+
+def test_pose_keypoints_with_nobody_on_any_frame_are_refused(pack):
+    from aa2.conditioning.skeleton import render_skeleton
+
+    assert not render_skeleton(_keypoints(3), H, W).any()  # the renderer alone draws what it is given
+    with pytest.raises(AA2InputError, match="no person on any of its 3 frames"):
+        render_skeleton(_keypoints(3), H, W, require_person=True)
+    node = pack.nodes.nodes_pose.PoseDepthModulate()
+    convention = list(pack.nodes.nodes_pose.CONVENTIONS)[0]
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="no person on any of its 3 frames"):
+        node.prepare(W, H, convention, pose_keypoints=_keypoints(3))
+    body = [0.0] * 54
+    body[3:9] = [20.0, 20.0, 1.0, 30.0, 40.0, 1.0]  # neck and right shoulder: one limb
+    frames = _keypoints(3) + _keypoints(1, body)  # a person on one frame is enough
+    assert node.prepare(W, H, convention, pose_keypoints=frames)[0]["skeleton"][3].any()
+
+
+# ------------------------------------------------------------------------------------ raw library errors
+
+
+@pytest.mark.parametrize("coordinate", [1e12, -1e30, 5e5])
+def test_huge_keypoint_coordinates_are_an_input_error_naming_the_frame(coordinate):
+    from aa2.conditioning.skeleton import render_skeleton
+
+    body = [0.0] * 54
+    body[3:9] = [20.0, 20.0, 1.0, coordinate, 40.0, 1.0]
+    frames = _keypoints(2, [0.0] * 54) + _keypoints(1, body)
+    with pytest.raises(AA2InputError, match="POSE_KEYPOINT frame 2: a body keypoint .* lies far outside its 64×64"):
+        render_skeleton(frames, H, W, coords="pixels")

@@ -208,6 +208,7 @@ def render_skeleton(
     coords: Coords = "auto",
     min_confidence: float = 0.0,
     stick_width: int = 4,
+    require_person: bool = False,
 ) -> torch.Tensor:
     """Draw OpenPose/DWPose-style skeletons from POSE_KEYPOINT data.
 
@@ -218,6 +219,8 @@ def render_skeleton(
     min_confidence: a keypoint is drawn when its confidence is above this.
     stick_width: half-thickness of a body limb in output pixels (DWPose: 4); dots and hand lines
         scale with it.
+    require_person: refuse keypoints that draw nobody on every frame (a black pose video would
+        animate nothing, silently); single empty frames are fine, as detectors drop people.
     Returns `[F, 3, H, W]` float 0..1, RGB, black background.
     """
     frames = _as_frames(pose_keypoints, coords)
@@ -228,9 +231,10 @@ def render_skeleton(
     if stick_width < 1:
         raise AA2InputError(f"stick_width must be at least 1 pixel; got {stick_width}.")
     out = np.zeros((len(frames), height, width, 3), np.uint8)
-    for canvas, frame in zip(out, frames):
+    for index, (canvas, frame) in enumerate(zip(out, frames)):
         scale = np.array([width / frame.width, height / frame.height, 1.0])
         for p in select_people(frame, person, min_confidence):
+            _check_drawable(p, scale, height, width, min_confidence, index, frame)
             if body:
                 _draw_body(canvas, p.body * scale, min_confidence, stick_width)
             if hands:
@@ -239,15 +243,42 @@ def render_skeleton(
                         _draw_hand(canvas, hand * scale, min_confidence, stick_width)
             if face and p.face is not None:
                 _draw_face(canvas, p.face * scale, min_confidence, stick_width)
+    if require_person and not out.any():
+        raise AA2InputError(
+            f"POSE_KEYPOINT has no person on any of its {len(frames)} frames, so the skeleton would be black and "
+            "the character would not move. Check that the pose estimator found the person (its detection "
+            "threshold, the frames' orientation), or connect skeleton images instead."
+        )
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+# Keypoints this many output sizes away from the canvas are not pixels of it (OpenCV's integer
+# coordinates overflow long before, with a TypeError that names nothing).
+_FAR = 64
+
+
+def _check_drawable(person: PersonPose, scale: np.ndarray, height: int, width: int, min_confidence: float,
+                    index: int, frame: PoseFrame) -> None:
+    for name, arr in person.parts().items():
+        if arr is None:
+            continue
+        pts = (arr * scale)[arr[:, 2] > min_confidence, :2]
+        if len(pts) and (np.abs(pts) > _FAR * max(height, width)).any():
+            x, y = arr[np.abs(arr[:, :2] * scale[:2]).max(1).argmax(), :2]
+            raise AA2InputError(
+                f"POSE_KEYPOINT frame {index}: a {name.replace('_', ' ')} keypoint at ({x:g}, {y:g}) lies far outside "
+                f"its {size_text(frame.height, frame.width)} canvas; keypoints must be pixels of the canvas (or "
+                "0..1 of it). Check the canvas_width / canvas_height and the estimator that wrote them."
+            )
 
 
 def prepare_skeleton_images(images: torch.Tensor, height: int | None = None, width: int | None = None) -> torch.Tensor:
     """Accept skeleton images rendered elsewhere (a DWPose/OpenPose node's IMAGE output).
 
     images: `[F, 3, H, W]` (or `[F, 1, H, W]` grey, `[F, 4, H, W]` with alpha), float 0..1 or uint8.
-    Resized (stretched) to `height × width` when given: bilinear, antialiased when shrinking, so
-    thin limbs fade rather than break up. Returns `[F, 3, H, W]` float 0..1.
+    Scaled to `height × width` when given: bilinear, antialiased when shrinking, so thin limbs fade
+    rather than break up. Images of another aspect ratio, or smaller than 16 px, are refused: a
+    stretched skeleton is a body of other proportions. Returns `[F, 3, H, W]` float 0..1.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -272,6 +303,15 @@ def prepare_skeleton_images(images: torch.Tensor, height: int | None = None, wid
     images = images[:, :3] if images.shape[1] == 4 else images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
     h, w = images.shape[-2:]
     height, width = height or h, width or w
+    if (height, width) != (h, w) and (min(h, w) < 16 or abs((w / h) / (width / height) - 1) > 0.01):
+        # Scaling a skeleton keeps its pose; stretching one to another shape (or blowing up a
+        # thumbnail) changes the body's proportions, and the character would take them on.
+        raise AA2InputError(
+            f"the skeleton images are {size_text(h, w)} but the output is {size_text(height, width)}: stretching "
+            "them would distort the body. Give skeletons of the output's size or aspect ratio (draw them at "
+            "the video's size, or crop / resize the video and skeletons together), or set the output size to "
+            "the skeletons' shape."
+        )
     if (height, width) != (h, w):
         shrink = height < h or width < w
         images = nnf.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
