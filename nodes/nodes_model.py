@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..aa2.errors import AA2InputError
-from ..aa2.weights.moore import is_moore_folder
+from ..aa2.weights.moore import looks_like_moore_folder
 from ..aa2.weights.sources import ModelSources, base_kind, load_model
 from . import host
 
@@ -42,7 +42,7 @@ def _clip_folder(path: Path) -> bool:
 
 
 def base_choices() -> list[str]:
-    return (host.list_models(host.PACK_FOLDER, folders=is_moore_folder)
+    return (host.list_models(host.PACK_FOLDER, folders=looks_like_moore_folder)
             + host.list_models("checkpoints")
             + host.list_models("diffusers", files=False, folders=_has("unet")))
 

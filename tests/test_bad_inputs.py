@@ -236,3 +236,22 @@ def test_huge_keypoint_coordinates_are_an_input_error_naming_the_frame(coordinat
     frames = _keypoints(2, [0.0] * 54) + _keypoints(1, body)
     with pytest.raises(AA2InputError, match="POSE_KEYPOINT frame 2: a body keypoint .* lies far outside its 64×64"):
         render_skeleton(frames, H, W, coords="pixels")
+
+
+# ------------------------------------------------------------------------------------ weight folders
+
+
+def test_a_moore_folder_missing_a_file_is_listed_and_names_the_file_at_load(pack, tiny_weights, tmp_path):
+    import shutil
+
+    broken = tmp_path / "animateanyone2" / "moore-no-guider"
+    shutil.copytree(tiny_weights / "animateanyone2" / "aa2-tiny-moore", broken)
+    (broken / "pose_guider.pth").unlink()
+    nodes = pack.nodes
+    nodes.host.set_models_dir(tmp_path)
+    try:
+        assert "animateanyone2/moore-no-guider" in nodes.nodes_model.base_choices()
+        with pytest.raises(pack.aa2.errors.AA2WeightsError, match="moore-no-guider is missing pose_guider.pth"):
+            nodes.nodes_model.LoadAA2Model().load("animateanyone2/moore-no-guider")
+    finally:
+        nodes.host.set_models_dir(None)

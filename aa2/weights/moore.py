@@ -37,6 +37,16 @@ def is_moore_folder(path: str | Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in FILES[:3])
 
 
+def looks_like_moore_folder(path: str | Path) -> bool:
+    """A folder holding any of the four files: complete or not, it is one Moore model to offer.
+
+    Listing only complete folders made one with a file missing vanish from the dropdown, leaving the
+    user "Value not in list"; offered, it loads into a message naming what is missing.
+    """
+    path = Path(path)
+    return path.is_dir() and not (path / "unet").is_dir() and any((path / name).is_file() for name in FILES)
+
+
 def read_moore_folder(folder: str | Path, base: AA2Config | None = None, *,
                       new_parts: bool = False) -> tuple[AA2Config, ModelParts]:
     """Read the four files into `ModelParts` and the config they imply.
@@ -49,8 +59,9 @@ def read_moore_folder(folder: str | Path, base: AA2Config | None = None, *,
     missing = [name for name in FILES[:3] if not (folder / name).is_file()]
     if missing:
         raise AA2WeightsError(
-            f"{folder} is missing {', '.join(missing)}: a Moore-AnimateAnyone folder holds "
-            f"{', '.join(FILES)} side by side."
+            f"the Moore-AnimateAnyone folder {folder} is missing {' and '.join(missing)}: it needs "
+            f"{', '.join(FILES[:3])} side by side ({FILES[3]} too, unless a separate motion module is given). "
+            "Copy the missing file(s) from the same download into it."
         )
     denoising = read_state_dict(folder / FILES[0])
     # A stage-2 save may carry motion weights too; motion_module.pth is their authoritative copy.

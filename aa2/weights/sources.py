@@ -30,7 +30,7 @@ from .diffusers_folder import read_diffusers_folder, read_vae_folder
 from .files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, read_state_dict
 from .ldm import describe_weights, read_sd15_checkpoint, read_vae_file
 from .moore import FILES as MOORE_FILES
-from .moore import is_moore_folder, read_moore_folder
+from .moore import looks_like_moore_folder, read_moore_folder
 
 
 def _supplier(part: str) -> str:
@@ -83,7 +83,7 @@ def base_kind(path: str | Path) -> str:
     if not path.exists():
         raise AA2WeightsError(f"not found: {path}")
     if path.is_dir():
-        if is_moore_folder(path):
+        if looks_like_moore_folder(path):  # an incomplete one too: its reader names what is missing
             return "moore"
         if (path / "unet").is_dir():
             return "diffusers"
