@@ -255,3 +255,14 @@ def test_a_moore_folder_missing_a_file_is_listed_and_names_the_file_at_load(pack
             nodes.nodes_model.LoadAA2Model().load("animateanyone2/moore-no-guider")
     finally:
         nodes.host.set_models_dir(None)
+
+
+def test_a_pack_checkpoint_resaved_without_metadata_is_recognised_by_its_keys(tiny_weights, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny_weights / "animateanyone2" / "aa2-tiny.safetensors"))
+    stripped = tmp_path / "aa2-fp16.safetensors"
+    save_file({k: v.half() for k, v in state.items()}, str(stripped))  # what another tool's fp16 re-save does
+    with pytest.raises(AA2WeightsError, match="is an Animate Anyone 2 pack checkpoint whose metadata was lost") as info:
+        load_model(ModelSources.from_path(stripped))
+    assert "python -m aa2 convert" in str(info.value) and "motion module" not in str(info.value)

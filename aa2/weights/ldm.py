@@ -198,11 +198,23 @@ def load_vae_file(path: str | Path) -> AutoencoderKL:
 # ---------------------------------------------------------------- recognising other files
 
 
+# The pack checkpoint's own top-level modules (aa2.models.aa2_model.AA2Model): a file with these
+# keys but no pack metadata was written by this pack and re-saved by a tool that drops metadata.
+PACK_PREFIXES = ("denoising_net.", "reference_net.")
+PACK_WITHOUT_METADATA = (
+    "an Animate Anyone 2 pack checkpoint whose metadata was lost (re-saved by another tool, e.g. to fp16?). "
+    "The metadata holds its config, so it cannot be loaded as it is: use the file `python -m aa2 convert` "
+    "wrote, or convert the original weights again with `python -m aa2 convert SRC DEST --dtype fp16`"
+)
+
+
 def describe_weights(state: StateDict | Iterable[str]) -> str:
     """A person's guess at what a state dict is, from its key names, for error messages."""
     keys = list(state)
     def has(*parts: str) -> bool:
         return any(part in key for key in keys for part in parts)
+    if any(key.startswith(PACK_PREFIXES) for key in keys):  # before the motion module: a pack holds one
+        return PACK_WITHOUT_METADATA
     if has("lora_", ".lora.", "lora_A", "lora_down", "lora_up"):
         return "a LoRA (load it with a LoRA loader, on top of a checkpoint)"
     if has("motion_modules.", "temporal_transformer"):
@@ -225,6 +237,8 @@ def describe_weights(state: StateDict | Iterable[str]) -> str:
 
 
 def _refuse_other_families(state: StateDict, source: str) -> None:
+    if any(k.startswith(PACK_PREFIXES) for k in state):
+        raise AA2WeightsError(f"{source} is {PACK_WITHOUT_METADATA}.")
     if any(k.startswith(("conditioner.embedders.", UNET_PREFIX + "label_emb.")) for k in state):
         _refuse(source, "SDXL", "it has SDXL's conditioner/label_emb keys")
     if any(k.startswith("cond_stage_model.model.") for k in state):
