@@ -15,8 +15,8 @@ cut from it with the pack's own functions, exactly as inference cuts them from a
 5. the object sequence (`sam2_segment.object_frames`) where the clip has object masks.
 
 Then the frozen VAE and CLIP encode targets, environment, objects and reference, without
-gradients (CLIP with them when a stage trains it). Every random draw comes from the generator the caller passes (one per step), so a
-resumed run rebuilds exactly the batches of an uninterrupted one.
+gradients (CLIP with them when a stage trains it). Every random draw comes from the generator the
+caller passes (one per step), so a resumed run rebuilds exactly the batches of an uninterrupted one.
 
 Departures: in the image stage one target frame is taken from the clip, a different frame from
 the reference when the clip has more than one (Animate Anyone's stage 1). Samples without depth

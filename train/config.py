@@ -12,10 +12,10 @@ batch 8, 16-frame clips, 100k steps, lr 1e-5, AdamW — but not a stage split):
 * `motion`: only the motion modules train, on 16-frame clips.
 
 Which parameters train is configuration: `trainable` globs (`fnmatch`, `*` crosses dots) over
-`AA2Model.named_parameters()` names, minus the `frozen` globs. The VAE and the image encoder are
-always frozen: the batch builder encodes through it without gradients. The image encoder is frozen
-unless a stage's globs name it (`image_encoder.*`): a model trained from scratch (SynthWorld) has
-no pretrained CLIP, and its encoder then trains with the image stage through the CLIP context.
+`AA2Model.named_parameters()` names, minus the `frozen` globs. The VAE is always frozen: the batch
+builder encodes through it without gradients. The image encoder is frozen unless a stage's globs
+name it (`image_encoder.*`): a model trained from scratch (SynthWorld) has no pretrained CLIP, and
+its encoder then trains with the image stage through the CLIP context.
 """
 
 from __future__ import annotations
