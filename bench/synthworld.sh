@@ -2,10 +2,12 @@
 # SynthWorld end to end (issue "SynthWorld"): the world, its VAE, a small Animate Anyone 2 trained by
 # train/ (image stage, then motion stage), and its scores on held-out clips against ground truth.
 # This is what made aa2/synthworld/weights/aa2-synthworld.safetensors and the table in
-# bench/README.md. A benchmark, not a test: about 45 minutes on 2 CPU cores.
+# bench/README.md. A benchmark, not a test: on 2 CPU cores about 45 minutes at SIZE=64, about
+# 80 at SIZE=128 (the VAE trains on 64x64 crops either way, so only the diffusion steps grow).
 #
 #   bash bench/synthworld.sh [RUN_DIR]            (default runs/synthworld)
 #   VARIANT=aa1 ENV_MASK=agnostic bash bench/synthworld.sh runs/sw-aa1    # an ablation row
+#   SIZE=128 WORLD=runs/sw128-data bash bench/synthworld.sh runs/sw128    # clips of 128x128
 #
 # Every step is seeded and skips work that is already done, so a stopped run continues.
 set -euo pipefail
@@ -18,17 +20,20 @@ image_steps="${IMAGE_STEPS:-1500}"
 motion_steps="${MOTION_STEPS:-400}"
 eval_steps="${EVAL_STEPS:-20}"
 world="${WORLD:-runs/synthworld-data}"  # shared by every variant: the same clips for every row
+size="${SIZE:-64}"                 # clip side in pixels (the figure is about 0.4 of it)
+vae_crop="${VAE_CROP:-64}"         # the VAE trains on random crops of this side, scored on whole frames
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
 say() { printf '\n== %s  (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
-say "world: 512 training clips, 24 held-out clips with cross-identity renders (16 frames, 64x64)"
-python -m train.synthworld "$world/train" --videos 512 --frames 16 --size 64 --split train
-python -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size 64 --split heldout --cross-identity
+say "world: 512 training clips, 24 held-out clips with cross-identity renders (16 frames, ${size}x${size})"
+python -m train.synthworld "$world/train" --videos 512 --frames 16 --size "$size" --split train
+python -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size "$size" --split heldout --cross-identity
 
 if [ ! -f "$world/vae/config.json" ]; then
-  say "VAE (2000 steps of 16 frames)"
-  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps 2000 --seed 0
+  say "VAE (2000 steps of 16 crops of ${vae_crop}x${vae_crop})"
+  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps 2000 --seed 0 \
+    --size "$size" --crop "$vae_crop"
 fi
 
 mkdir -p "$run"
@@ -42,7 +47,8 @@ stage() {  # stage NAME START STEPS
   [ -f "$out/checkpoints/latest" ] && resume=(--resume)
   say "$1 stage ($3 steps)"
   python -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
-    --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" "${resume[@]}"
+    --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" \
+    --set "data.size=[$size,$size]" "${resume[@]}"
 }
 stage image "$run/base.safetensors" "$image_steps"
 stage motion "$run/image/aa2-final.safetensors" "$motion_steps"

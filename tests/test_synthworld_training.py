@@ -32,7 +32,8 @@ def vae(world) -> Path:
     from train.vae import main
 
     out = world / "vae"
-    assert main(["--data", str(world / "train"), "--out", str(out), "--steps", "2", "--batch-size", "2"]) == 0
+    assert main(["--data", str(world / "train"), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                 "--crop", "32"]) == 0
     return out
 
 
@@ -43,6 +44,23 @@ def test_vae_folder_records_a_measured_latent_scale_and_its_reconstruction(vae):
     assert config["scaling_factor"] != pytest.approx(0.18215)  # measured, not SD1.5's
     assert config["block_out_channels"] == [16, 32, 64, 64] and config["latent_channels"] == 4
     assert 0 < metrics["reconstruction_psnr"] < 60
+    assert (metrics["size"], metrics["crop"]) == (64, 32)  # trained on crops, scored on whole frames
+
+
+def test_vae_crops_are_windows_of_the_frames_and_a_bad_crop_is_refused(world, tmp_path, capsys):
+    from train.vae import main, random_crops
+
+    frames = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    crops = random_crops(frames, 8, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 8, 8)
+    for frame, crop in zip(frames, crops):  # each crop is a contiguous window of its own frame
+        top, left = divmod(int(crop[0, 0, 0] - frame[0, 0, 0]), 16)
+        assert torch.equal(crop, frame[:, top:top + 8, left:left + 8])
+    assert random_crops(frames, 16, torch.Generator()) is frames
+    for bad in ("12", "128", "0"):
+        assert main(["--data", str(world / "train"), "--out", str(tmp_path / bad), "--crop", bad]) == 2
+        assert "--crop must be a multiple of 8" in capsys.readouterr().err
+        assert not (tmp_path / bad).exists()
 
 
 def test_vae_refuses_to_write_over_a_trained_one(vae, world, capsys):

@@ -1,6 +1,6 @@
 """Train a small VAE (diffusers `AutoencoderKL`) on prepared frames, for models trained from scratch.
 
-    python -m train.vae --data DATA --out VAE_DIR [--eval-data TEST_DIR] [--steps 4000] [--size 64]
+    python -m train.vae --data DATA --out VAE_DIR [--eval-data TEST_DIR] [--steps 4000] [--size 64] [--crop 64]
 
 Animate Anyone 2 works in the latent space of SD1.5's VAE. A model trained from scratch on a world
 of its own (SynthWorld, issue "SynthWorld") needs a VAE that reconstructs that world's frames, with
@@ -12,6 +12,11 @@ terms (which need a discriminator and a VGG that a small CPU run cannot afford):
 plus a small KL weight that keeps the posterior close to a unit Gaussian. After training, the latent
 scale (`scaling_factor`) is measured as 1 / std of the posterior means over the training frames, as
 SD1.5's 0.18215 was, so the diffusion model sees latents of unit variance.
+
+`--crop C` trains on random C x C crops of the frames, as Stable Diffusion's autoencoder was trained
+on crops smaller than the images it later encodes: the network is convolutional (one attention
+layer at the lowest level aside), so it applies to whole frames, and a step costs (C / size)^2 of a
+whole-frame step. The PSNR in `vae_metrics.json` is always measured on whole frames.
 
 Writes a diffusers folder `VAE_DIR` (`config.json` with the measured scaling factor,
 `diffusion_pytorch_model.safetensors`) that `ModelSources(vae=...)` and `train.init_model` read, and
@@ -94,15 +99,28 @@ def reconstruction_psnr(vae, frames: torch.Tensor, batch: int = 64) -> float:
     return sum(scores) / len(scores)
 
 
+def random_crops(pixels: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """One random `crop` x `crop` window from each image of `pixels [N, C, H, W]` (the whole image when it fits)."""
+    height, width = pixels.shape[-2:]
+    if crop >= height and crop >= width:
+        return pixels
+    tops = torch.randint(height - crop + 1, (len(pixels),), generator=generator).tolist()
+    lefts = torch.randint(width - crop + 1, (len(pixels),), generator=generator).tolist()
+    return torch.stack([p[:, t:t + crop, l:l + crop] for p, t, l in zip(pixels, tops, lefts)])
+
+
 def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int = 64, steps: int = 4000,
               batch_size: int = 32, learning_rate: float = 1e-3, kl_weight: float = 1e-4, seed: int = 0,
-              eval_data: str | Path | None = None, log_every: int = 100) -> dict[str, float]:
+              eval_data: str | Path | None = None, log_every: int = 100, crop: int | None = None) -> dict[str, float]:
     """Train, measure the scaling factor, write the diffusers folder and metrics; returns the metrics."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise AA2InputError(f"{out} is not empty: choose a new --out (a trained VAE is never overwritten)")
     if size % 8:
         raise AA2InputError(f"--size must be a multiple of 8 (the VAE's factor); got {size}")
+    crop = size if crop is None else crop
+    if crop % 8 or not 8 <= crop <= size:
+        raise AA2InputError(f"--crop must be a multiple of 8 from 8 to --size ({size}); got {crop}")
     frames = read_all_frames(data, size)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -110,11 +128,12 @@ def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int =
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
     started = time.perf_counter()
+    crops = f" ({crop}x{crop} crops)" if crop < size else ""
     print(f"train.vae: {len(frames)} frames of {size}x{size}, {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M "
-          f"parameters, {steps} steps of {batch_size}", flush=True)
+          f"parameters, {steps} steps of {batch_size}{crops}", flush=True)
     for step in range(1, steps + 1):
         picks = torch.randint(len(frames), (batch_size,), generator=generator)
-        pixels = _to_model(frames[picks])
+        pixels = _to_model(random_crops(frames[picks], crop, generator))
         flip = torch.rand(batch_size, generator=generator) < 0.5  # mirror images: the same world, twice the views
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
         loss, parts = vae_loss(vae, pixels, kl_weight)
@@ -133,7 +152,7 @@ def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int =
     held = read_all_frames(eval_data, size) if eval_data else frames
     metrics = {"reconstruction_psnr": reconstruction_psnr(vae, held), "evaluated_on": str(eval_data or data),
                "evaluated_frames": len(held), "scaling_factor": scale, "steps": steps, "batch_size": batch_size,
-               "seconds": time.perf_counter() - started, "seed": seed}
+               "size": size, "crop": crop, "seconds": time.perf_counter() - started, "seed": seed}
     vae.register_to_config(scaling_factor=scale)
     tmp = out.with_name(f".{out.name}.tmp")  # written whole, then renamed: never half a VAE
     shutil.rmtree(tmp, ignore_errors=True)
@@ -155,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="new folder for the VAE (diffusers layout)")
     parser.add_argument("--eval-data", help="prepared videos to measure reconstruction PSNR on (default: --data)")
     parser.add_argument("--size", type=int, default=64, help="square frame size (default 64)")
+    parser.add_argument("--crop", type=int, help="train on random square crops of this size, a multiple of 8 "
+                        "(default: whole frames); scores are always on whole frames")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -176,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         metrics = train_vae(args.data, args.out, shape=shape, size=args.size, steps=args.steps,
                             batch_size=args.batch_size, learning_rate=args.lr, kl_weight=args.kl_weight,
-                            seed=args.seed, eval_data=args.eval_data)
+                            seed=args.seed, eval_data=args.eval_data, crop=args.crop)
     except AA2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
