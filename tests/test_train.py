@@ -256,6 +256,55 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_weights):
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("recipe", ["paper.yaml", "single_gpu_24gb.yaml", "synthworld.yaml"])
+@pytest.mark.parametrize("stage", ["image", "motion"])
+def test_every_trainable_parameter_gets_a_gradient(tiny_weights, tmp_path, recipe, stage):
+    """A parameter that trains but never gets a gradient wastes optimizer state and stalls DDP.
+
+    The ReferenceNet's tail after its last banked self-attention is the case this guards: nothing
+    reads it, so it must not exist (aa2.models.reference_attention.drop_unread_layers).
+    """
+    from aa2.weights.sources import ModelSources, load_model
+    from train.batch import build_batch
+    from train.config import DataSettings, load_recipe
+    from train.denoising_step import DenoisingStep
+    from train.objective import DiffusionObjective
+    from train.train import select_trainable
+
+    config = load_recipe(REPO / "train" / "recipes" / recipe, stage)
+    model = load_model(ModelSources.from_path(tiny_pack(tiny_weights)))
+    trainable = select_trainable(model, config.stage)
+    clips = SyntheticClips(data_dir(tmp_path, 2), 4, (64, 64))
+    g = torch.Generator().manual_seed(0)
+    batch = build_batch(model, [clips[0], clips[1]], DataSettings(clip_length=4, size=(64, 64)), g,
+                        single_frame=config.stage.single_target_frame)  # one clip with depth, one with objects
+    objective = DiffusionObjective(model.config.scheduler, config.loss)
+    noisy, timesteps, target, weights = objective.draw(batch.latents, g)
+    step = DenoisingStep(model).train()
+    try:
+        objective.loss(step(noisy, timesteps, batch.as_dict()), target, weights).backward()
+    finally:
+        step.release()
+    without = [name for name, p in trainable.items() if p.grad is None]
+    assert not without, f"{len(without)} of {len(trainable)} trainable tensors got no gradient: {without[:4]}"
+    assert all(bool(torch.isfinite(p.grad).all()) for p in trainable.values())
+
+
+def test_the_reference_net_holds_nothing_after_its_last_read_layer(tiny_weights):
+    """Dropped layers are gone from the module and its state dict; files that still hold them load."""
+    from aa2.models.reference_attention import spatial_self_attention_paths
+    from aa2.weights.sources import ModelSources, load_model
+
+    model = load_model(ModelSources.from_path(tiny_pack(tiny_weights)))  # the tiny files hold the whole UNet
+    last = spatial_self_attention_paths(model.reference_net, model.config.fusion)[-1]
+    block = last.rsplit(".", 1)[0]
+    names = set(model.reference_net.state_dict())
+    assert f"{block}.norm1.weight" in names  # its input is what the DenoisingNet reads
+    assert not any(n.startswith((f"{last}.", f"{block}.attn2.", f"{block}.ff.", "conv_out.")) for n in names)
+    with pytest.raises(RuntimeError, match="never reads its output"):
+        model.reference_net(torch.randn(1, 4, 8, 8), 0, encoder_hidden_states=torch.randn(1, 1, 32))
+
+
 # ----------------------------------------------------------------------------------------- runs
 
 

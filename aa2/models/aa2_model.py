@@ -21,7 +21,7 @@ from ..errors import AA2WeightsError
 from ..weights.files import load_strict
 from .denoising_net import DenoisingNet, widen_conv_in
 from .motion_norm import use_frame_norm
-from .reference_attention import ReferenceAttention, ReferenceBank
+from .reference_attention import ReferenceAttention, ReferenceBank, drop_unread_layers, spatial_self_attention_paths
 
 StateDict = dict[str, torch.Tensor]
 
@@ -107,7 +107,7 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
         motion_unet = UNetMotionModel.from_unet2d(base, adapter, load_weights=False)
         use_frame_norm(motion_unet)
         reference_net = UNet2DConditionModel(**unet_config)
-        _drop_reference_output(reference_net)
+        unread = drop_unread_layers(reference_net, spatial_self_attention_paths(reference_net, config.fusion)[-1])
         vae = AutoencoderKL(**config.vae.diffusers_config())
         image_encoder = _empty_image_encoder(config)
 
@@ -118,7 +118,7 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
     _load(motion_unet, {**denoising_sd, **parts.motion}, "DenoisingNet (UNet + motion modules)", parts,
           ("denoising_unet", "motion"))
     widen_conv_in(motion_unet, config.denoising_in_channels)
-    reference_sd = {k: v for k, v in parts.reference_unet.items() if not k.startswith(_UNUSED_REFERENCE_LAYERS)}
+    reference_sd = {k: v for k, v in parts.reference_unet.items() if not k.startswith(unread)}
     _load(reference_net, reference_sd, "ReferenceNet", parts, ("reference_unet",))
     _load(vae, parts.vae, "VAE", parts, ("vae",))
     _load(image_encoder, parts.image_encoder, "image encoder", parts, ("image_encoder",))
@@ -131,20 +131,6 @@ def assemble(config: AA2Config, parts: ModelParts) -> AA2Model:
         _load_extras(denoising_net, parts)
     model = AA2Model(config, denoising_net, reference_net, vae, image_encoder)
     return model.eval().requires_grad_(False)
-
-
-_UNUSED_REFERENCE_LAYERS = ("conv_norm_out.", "conv_out.")
-
-
-def _drop_reference_output(reference_net: UNet2DConditionModel) -> None:
-    """The ReferenceNet is read at its self-attentions only: its output layers never run.
-
-    Moore-AnimateAnyone's `reference_unet.pth` has no such layers either, so dropping them lets
-    that file load strictly and keeps them out of our checkpoints.
-    """
-    reference_net.conv_norm_out = None
-    reference_net.conv_act = None
-    reference_net.conv_out = nn.Identity()
 
 
 def _empty_image_encoder(config: AA2Config) -> nn.Module:

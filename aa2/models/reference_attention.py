@@ -53,6 +53,57 @@ class _StopReferenceNet(Exception):
     """Raised after the last banked layer: the rest of the ReferenceNet is never read."""
 
 
+class _UnreadLayer(nn.Module):
+    """Stands where a ReferenceNet layer was dropped: nothing reads what it would compute."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(
+            "this ReferenceNet layer was dropped because the DenoisingNet never reads its output; "
+            "run the ReferenceNet through AA2Model.encode_reference, which stops before it"
+        )
+
+
+def drop_unread_layers(reference_unet: nn.Module, last_path: str) -> tuple[str, ...]:
+    """Remove every layer the ReferenceNet would run after the input of `last_path`'s self-attention.
+
+    The writer stops the forward there (`_StopReferenceNet`), so these layers never compute and could
+    never get a gradient: kept, they would only take memory, optimizer state, and leave DDP waiting
+    for gradients that never come. In an SD1.5 UNet, `last_path` is the last up block's last
+    self-attention, and what follows it is that attention's projections, the rest of its transformer
+    block (cross-attention, feed-forward and their norms), its `proj_out`, and the UNet's output
+    layers. Returns the state-dict key prefixes that went, so files that still hold them load.
+    """
+    block_path, attn_name = last_path.rsplit(".", 1)
+    transformer_path, _, block_index = block_path.rsplit(".", 2)
+    up_block_path, _, attention_index = transformer_path.rsplit(".", 2)
+    block = reference_unet.get_submodule(block_path)
+    transformer = reference_unet.get_submodule(transformer_path)
+    up_block = reference_unet.get_submodule(up_block_path)
+    last_of_everything = (up_block is reference_unet.up_blocks[-1] and up_block.upsamplers is None
+                          and int(attention_index) == len(up_block.attentions) - 1
+                          and int(block_index) == len(transformer.transformer_blocks) - 1)
+    if not last_of_everything:
+        raise ValueError(f"{last_path} is not the ReferenceNet's last self-attention: more than its tail runs after it")
+    attention = getattr(block, attn_name)
+    dropped = []
+    for name in ("to_q", "to_k", "to_v"):
+        setattr(attention, name, _UnreadLayer())
+        dropped.append(f"{last_path}.{name}.")
+    attention.to_out[0] = _UnreadLayer()
+    dropped.append(f"{last_path}.to_out.")
+    for name in ("norm2", "attn2", "norm3", "ff"):
+        if getattr(block, name, None) is not None:
+            setattr(block, name, _UnreadLayer())
+            dropped.append(f"{block_path}.{name}.")
+    transformer.proj_out = _UnreadLayer()
+    dropped.append(f"{transformer_path}.proj_out.")
+    reference_unet.conv_norm_out = None  # the UNet skips norm and activation when this is None
+    reference_unet.conv_act = None
+    reference_unet.conv_out = _UnreadLayer()
+    dropped += ["conv_norm_out.", "conv_out."]
+    return tuple(dropped)
+
+
 class ReferenceWriter:
     """Processor for a ReferenceNet self-attention: records its input, then attends as usual."""
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from ..config import MIMO_SCHEDULER, MOORE_SCHEDULER, AA2Config
 from ..errors import AA2WeightsError
 from ..models.aa2_model import ModelParts
@@ -111,7 +113,26 @@ def write_moore_folder(folder: str | Path, model) -> Path:
     keep = 8 if model.config.use_environment else 4
     spatial["conv_in.weight"] = spatial["conv_in.weight"][:, :keep].clone()
     write_pickle(folder / FILES[0], spatial)
-    write_pickle(folder / FILES[1], {k: v.clone() for k, v in model.reference_net.state_dict().items()})
+    write_pickle(folder / FILES[1], _moore_reference_state(model))
     write_pickle(folder / FILES[2], dict(model.denoising_net.pose_modulation.skeleton_guider.state_dict()))
     write_pickle(folder / FILES[3], motion_module_to_original(model.denoising_net.unet, model.config.motion))
     return folder
+
+
+def _moore_reference_state(model) -> dict:
+    """The ReferenceNet as Moore's `reference_unet.pth` holds it: every layer but the output ones.
+
+    Our ReferenceNet drops the tail that runs after the last banked self-attention (nobody reads it);
+    Moore's code builds the whole UNet and checks every key, so the tail is written as zeros. Their
+    forward does run it, but its output is discarded, so zeros change nothing they compute.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    state = {k: v.clone() for k, v in model.reference_net.state_dict().items()}
+    with init_empty_weights():
+        whole = UNet2DConditionModel(**model.config.unet.diffusers_config())
+    for key, meta in whole.state_dict().items():
+        if key not in state and not key.startswith(("conv_norm_out.", "conv_out.")):
+            state[key] = torch.zeros(meta.shape, dtype=next(iter(state.values())).dtype)
+    return state
