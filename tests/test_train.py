@@ -144,6 +144,10 @@ def test_recipes_resolve_both_stages_and_round_trip_through_yaml():
     paper = load_recipe(REPO / "train" / "recipes" / "paper.yaml", "motion")
     assert (paper.optim.learning_rate, paper.data.clip_length, paper.optim.steps) == (1e-5, 16, 100_000)
     assert load_recipe(TINY_RECIPE, "image", ["optim.learning_rate=1e-3"]).optim.learning_rate == 1e-3
+    # YAML 1.1 reads `no` as False: the choice still arrives as "no", and a value outside the choices is named
+    assert load_recipe(TINY_RECIPE, "image", ["optim.mixed_precision=no"]).optim.mixed_precision == "no"
+    with pytest.raises(Exception, match="optim.mixed_precision is one of no, fp16, bf16; got 'fp32'"):
+        load_recipe(TINY_RECIPE, "image", ["optim.mixed_precision=fp32"])
 
 
 def test_stage_globs_freeze_what_they_should(tiny_weights):
@@ -345,6 +349,55 @@ def test_resume_in_a_new_process_repeats_the_uninterrupted_losses(straight_run, 
     else:
         for a, b in zip(resumed, straight):
             assert a == pytest.approx(b, rel=MULTI_THREAD_LOSS_REL)
+
+
+def test_resume_from_a_chosen_checkpoint_trains_the_later_steps_again(straight_run, tiny_weights, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight_run, out)
+    (out / "aa2-final.safetensors").unlink()
+    args = train_args(tiny_weights, straight_run.parent / "data", out, "image", "run.validate_every=4")  # as straight_run
+    assert run_in_process(args + ["--resume", "step-00000003"]) == 2  # no such checkpoint (one every 2 steps)
+    assert "step-00000002, step-00000004" in capsys.readouterr().err  # the error lists what there is
+    assert run_in_process(args + ["--resume", "step-00000002"]) == 0  # not the latest (step 4)
+    resumed, straight = losses(out), losses(straight_run)
+    assert len(resumed) == 4 and resumed[:2] == straight[:2]
+    if torch.get_num_threads() == 1:
+        assert resumed == straight
+    else:
+        for a, b in zip(resumed, straight):
+            assert a == pytest.approx(b, rel=MULTI_THREAD_LOSS_REL)
+
+
+def test_a_run_reports_to_its_tracker_and_exports_the_ema_it_kept(tiny_weights, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import load_file
+
+    from aa2.weights.sources import ModelSources, load_model
+    from train.checkpoints import load_torch
+
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # as `accelerate launch --mixed_precision fp16` sets
+    out = tmp_path / "run"
+    assert run_in_process(train_args(tiny_weights, data_dir(tmp_path / "data", 2), out, "image", "optim.steps=2",
+                                     "run.validate_every=0", "run.tracker=tensorboard", "optim.ema_decay=0.5",
+                                     "optim.learning_rate=1e-3")) == 0
+    printed = capsys.readouterr().out
+    assert "accelerate launch asked for fp16: --set optim.mixed_precision=fp16" in printed  # not silently overridden
+    assert "EMA 0.5" in printed and "exporting the EMA" in printed
+    assert list((out / "aa2").glob("events.out.tfevents.*")), "tensorboard wrote nothing"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["data_wait"] <= r["seconds"] for r in records) and all(r["peak_gib"] is None for r in records)
+    step = out / "checkpoints" / "step-00000002"
+    raw, ema = load_file(str(step / "trainable.safetensors")), load_torch(step / "ema.pt")
+    exported = load_file(str(out / "aa2-final.safetensors"))
+    model = load_model(ModelSources.from_path(tiny_pack(tiny_weights)))
+    names = [n for n, _ in model.named_parameters() if n in raw]  # the average is kept in the model's order
+    assert len(ema["shadow_params"]) == len(names) == len(raw)
+    moved = [n for n, average in zip(names, ema["shadow_params"]) if not torch.equal(average, raw[n])]
+    assert moved, "the average equals the last weights: EMA did nothing"
+    for name, average in zip(names, ema["shadow_params"]):
+        torch.testing.assert_close(exported[name], average, atol=0, rtol=0)
 
 
 def test_exported_checkpoint_loads_through_load_model_and_samples(straight_run):

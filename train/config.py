@@ -132,6 +132,9 @@ class OptimSettings:
     mixed_precision: MixedPrecision = "bf16"
     gradient_checkpointing: bool = False
     seed: int = 42
+    # Exponential moving average of the trained weights, exported instead of the last ones (e.g. 0.9999);
+    # costs one fp32 copy of the trainable parameters. None: off.
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class RunSettings:
     validation_steps: int = 20
     validation_cfg: float = 3.5
     log_every: int = 10
-    tracker: Literal["tensorboard", "none"] = "tensorboard"
+    tracker: Literal["tensorboard", "wandb", "none"] = "tensorboard"  # wandb: pip install wandb, then wandb login
     find_unused_parameters: bool = True  # reference dropout and clips without objects leave layers unused
 
 
@@ -192,6 +195,8 @@ class TrainConfig:
             raise AA2InputError(f"loss.drop_reference is a probability, got {self.loss.drop_reference}")
         if self.loss.snr_gamma is not None and self.loss.snr_gamma <= 0:
             raise AA2InputError(f"loss.snr_gamma must be > 0 (5 is the usual value), got {self.loss.snr_gamma}")
+        if self.optim.ema_decay is not None and not 0.0 < self.optim.ema_decay < 1.0:
+            raise AA2InputError(f"optim.ema_decay is a decay in (0, 1) such as 0.9999, or null; got {self.optim.ema_decay}")
         if not self.model.base:
             raise AA2InputError("model.base is empty: give the starting weights (an SD1.5 file, a Moore-AnimateAnyone "
                                 "folder or a pack checkpoint) in the recipe or with --set model.base=PATH")
@@ -222,7 +227,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
         if bad:
             raise AA2InputError(f"recipe section {section!r} has no keys {sorted(bad)}; known: {sorted(names)}")
         hints = typing.get_type_hints(kind)
-        kwargs[section] = kind(**{k: _coerce(v, hints[k]) for k, v in given.items()})
+        kwargs[section] = kind(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in given.items()})
     return TrainConfig(**kwargs)
 
 
@@ -253,8 +258,20 @@ def load_recipe(path: str | Path, stage: str | None = None, overrides: list[str]
     return config_from_dict(data)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Lists become tuples; "1e-5" becomes a float (YAML 1.1 reads exponents without a dot as strings)."""
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Lists become tuples; "1e-5" becomes a float (YAML 1.1 reads exponents without a dot as strings).
+
+    A key with named choices gets one of them: YAML 1.1 reads `no`/`off` as False and `yes`/`on` as
+    True, so `--set optim.mixed_precision=no` arrives as False and means "no".
+    """
+    choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+    if choices:
+        if isinstance(value, bool):
+            value = next((c for c in choices if c in (("yes", "on", "true") if value else ("no", "off", "false"))),
+                         value)
+        if value not in choices:
+            raise AA2InputError(f"{key} is one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
     if isinstance(value, list):
         return tuple(value)
     if isinstance(value, str) and "float" in str(hint):

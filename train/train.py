@@ -99,6 +99,30 @@ def make_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> t
     return torch.optim.AdamW(parameters, **kwargs)
 
 
+def make_ema(trainable: dict[str, nn.Parameter], decay: float | None):
+    """An exponential moving average of the trained weights (optim.ema_decay), or None when it is off."""
+    if decay is None:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(list(trainable.values()), decay=decay)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    """The most memory tensors have held on a CUDA device so far, in GiB; None elsewhere."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def chosen_checkpoint(run_dir: Path, choice: str | Path) -> Path:
+    """`--resume CHECKPOINT`: a checkpoint folder, by path or by its name under RUN/checkpoints."""
+    for candidate in (Path(choice), run_dir / ckpt.CHECKPOINTS / str(choice)):
+        if (candidate / "state.json").is_file():
+            return candidate
+    names = sorted(p.name for p in (run_dir / ckpt.CHECKPOINTS).glob("step-*")) if run_dir.is_dir() else []
+    raise AA2InputError(f"--resume {choice}: no checkpoint there (a folder holding state.json); this run has "
+                        f"{', '.join(names) or 'none'}")
+
+
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """One seed per (step, micro-step, rank): a step's draws do not depend on what ran before it."""
     return (seed * 1_000_003 + step * 7_919 + micro * 104_729 + rank * 15_485_863) % (2**63 - 1)
@@ -156,15 +180,18 @@ def open_dataset(data: str, config: TrainConfig, factory: str | None = None):
 
 
 def tracker_choice(config: TrainConfig) -> str | None:
-    if config.run.tracker == "none":
+    """The accelerate tracker `run.tracker` names, or None (with a note) when its package is missing."""
+    name = config.run.tracker
+    if name == "none":
         return None
     try:
-        import tensorboard  # noqa: F401
+        importlib.import_module(name)
     except ImportError:
-        print("note: tensorboard is not installed (pip install tensorboard, or the pack's [train] extra); "
-              "logging only to RUN_DIR/metrics.jsonl", file=sys.stderr)
+        extra = " or the pack's [train] extra" if name == "tensorboard" else ""
+        print(f"note: {name} is not installed (pip install {name}{extra}); logging only to RUN_DIR/metrics.jsonl",
+              file=sys.stderr)
         return None
-    return "tensorboard"
+    return name
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,9 +216,13 @@ def checksum(parameters: dict[str, nn.Parameter]) -> float:
 # ------------------------------------------------------------------------------------------ run
 
 
-def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = False,
+def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool | str | Path = False,
           dataset_factory: str | None = None) -> Path | None:
-    """Run (or resume) training; returns the exported checkpoint (None when stopped early, and on other ranks)."""
+    """Run (or resume) training; returns the exported checkpoint (None when stopped early, and on other ranks).
+
+    `resume`: True continues from the run's latest checkpoint; a path (or a checkpoint folder's name
+    under RUN/checkpoints) continues from that one, and the steps after it are trained again.
+    """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import DistributedType
     from diffusers.optimization import get_scheduler
@@ -200,6 +231,8 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
     config.validate()
     run_dir = Path(out)
     existing = ckpt.latest_checkpoint(run_dir) if (run_dir / ckpt.CHECKPOINTS).exists() else None
+    if isinstance(resume, (str, Path)):
+        existing = chosen_checkpoint(run_dir, resume)
     if existing is not None and not resume:
         raise AA2InputError(f"{run_dir} already holds a run (checkpoint {existing.name}): pass --resume to continue "
                             "it, or choose a new --out")
@@ -215,7 +248,15 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.run.find_unused_parameters)],
     )
     rank, world = accelerator.process_index, accelerator.num_processes
+    launched_with = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched_with and launched_with != o.mixed_precision:
+        accelerator.print(f"note: mixed precision is {o.mixed_precision} (the recipe's optim.mixed_precision); "
+                          f"accelerate launch asked for {launched_with}: --set optim.mixed_precision={launched_with} "
+                          "to use that instead")
     sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if sharded and o.ema_decay is not None:
+        raise AA2InputError("optim.ema_decay averages whole weights and DeepSpeed/FSDP shard them: set "
+                            "optim.ema_decay=null for a sharded run")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
@@ -234,6 +275,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
     model.reference_net.train()
 
     optimizer = make_optimizer(list(trainable.values()), config)
+    ema = make_ema(trainable, o.ema_decay)
     lr_scheduler = get_scheduler(o.lr_scheduler, optimizer, num_warmup_steps=o.lr_warmup_steps,
                                  num_training_steps=o.steps)
     step_module, optimizer = accelerator.prepare(DenoisingStep(model), optimizer)
@@ -241,7 +283,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
 
     step, samples_seen = 0, 0
     if resume and existing is not None:
-        step, samples_seen = _restore(existing, accelerator, trainable, optimizer, lr_scheduler, sharded)
+        step, samples_seen = _restore(existing, accelerator, trainable, optimizer, lr_scheduler, sharded, ema)
         accelerator.print(f"resumed from {existing} at step {step}")
     if accelerator.is_main_process:
         _truncate_log(run_dir / "metrics.jsonl", step)
@@ -255,7 +297,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
                         samples_seen, (o.steps - step) * o.gradient_accumulation_steps)
     loader = DataLoader(dataset, batch_sampler=stream, collate_fn=keep_list, num_workers=config.data.num_workers)
     backgrounds = load_backgrounds(config.data.backgrounds)
-    if accelerator.trackers:
+    if accelerator.log_with:  # what was asked for; `accelerator.trackers` stays empty until this call
         accelerator.init_trackers("aa2", config=_flat(config.to_dict()))
 
     batches = iter(loader)
@@ -263,13 +305,23 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
     run_started, first_step = time.perf_counter(), step
     accelerator.print(f"training {config.stage.name} stage: {sum(p.numel() for p in trainable.values()) / 1e6:.1f}M "
                       f"trainable parameters, {len(dataset) - held} clips, steps {step + 1}..{o.steps}", flush=True)
+    accelerator.print(f"  {world} process(es) on {accelerator.device} x batch {o.batch_size} x accumulation "
+                      f"{o.gradient_accumulation_steps} = {per_step} clips per step of {config.data.clip_length} frames "
+                      f"at {config.data.size[1]}x{config.data.size[0]}; {o.mixed_precision} mixed precision, gradient "
+                      f"checkpointing {'on' if o.gradient_checkpointing else 'off'}"
+                      + (f", EMA {o.ema_decay}" if ema is not None else "")
+                      + (f"; {peak_memory_gib(accelerator.device):.1f} GiB on the device before the first step"
+                         if accelerator.device.type == "cuda" else ""), flush=True)
     try:
         while step < o.steps:
             started = time.perf_counter()
             losses, grad_norm = [], None
+            waited = 0.0
             for micro in range(o.gradient_accumulation_steps):
                 generator = torch.Generator().manual_seed(step_seed(o.seed, step, micro, rank))
+                asked = time.perf_counter()
                 samples = next(batches)
+                waited += time.perf_counter() - asked
                 with accelerator.accumulate(step_module):
                     inputs = build_batch(model, samples, config.data, generator,
                                          single_frame=config.stage.single_target_frame, backgrounds=backgrounds,
@@ -293,13 +345,16 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
                             raise NonFiniteLoss(f"the gradient norm is {float(grad_norm)} at step {step + 1}")
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if ema is not None and accelerator.sync_gradients:
+                        ema.step(trainable.values())
                 losses.append(float(gathered.mean()))
             lr_scheduler.step()
             step += 1
             samples_seen += per_step
             record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr_scheduler.get_last_lr()[0],
                       "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "seconds": time.perf_counter() - started}
+                      "seconds": time.perf_counter() - started, "data_wait": waited,
+                      "peak_gib": peak_memory_gib(accelerator.device)}
             if accelerator.is_main_process:
                 with open(run_dir / "metrics.jsonl", "a") as log:
                     log.write(json.dumps(record) + "\n")
@@ -313,13 +368,16 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
                 accelerator.print(_progress(record, o.steps, step - first_step, time.perf_counter() - run_started),
                                   flush=True)
             if step % config.run.checkpoint_every == 0 or step == o.steps:
-                _save(run_dir, step, samples_seen, config, accelerator, trainable, optimizer, lr_scheduler, sharded)
+                _save(run_dir, step, samples_seen, config, accelerator, trainable, optimizer, lr_scheduler, sharded, ema)
             if config.run.validate_every and held and step % config.run.validate_every == 0:
                 _validate(model, dataset, len(dataset) - 1, run_dir, step, config, accelerator)
             if config.debug.stop_after == step:
                 accelerator.print(f"stopping after step {step} (debug.stop_after)")
                 return None
         final = run_dir / FINAL
+        if ema is not None:  # the exported weights are the average; the checkpoints keep both
+            ema.copy_to(trainable.values())
+            accelerator.print(f"exporting the EMA of the trained weights (decay {o.ema_decay})")
         if accelerator.is_main_process:
             save_checkpoint(model, final)
         accelerator.wait_for_everyone()
@@ -329,7 +387,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool = Fal
 
 
 def _save(run_dir: Path, step: int, samples_seen: int, config: TrainConfig, accelerator, trainable,
-          optimizer, lr_scheduler, sharded: bool) -> None:
+          optimizer, lr_scheduler, sharded: bool, ema=None) -> None:
     folder = ckpt.staging_dir(run_dir, step)
     if accelerator.is_main_process:
         import shutil
@@ -346,13 +404,16 @@ def _save(run_dir: Path, step: int, samples_seen: int, config: TrainConfig, acce
         scaler = getattr(accelerator, "scaler", None)
         ckpt.write_main_files(folder, {} if sharded else trainable, None if sharded else optimizer, lr_scheduler,
                               state, scaler)
+        if ema is not None:
+            torch.save(ema.state_dict(), folder / "ema.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.publish(run_dir, step, config.run.keep_checkpoints)
     accelerator.wait_for_everyone()
 
 
-def _restore(folder: Path, accelerator, trainable, optimizer, lr_scheduler, sharded: bool) -> tuple[int, int]:
+def _restore(folder: Path, accelerator, trainable, optimizer, lr_scheduler, sharded: bool,
+             ema=None) -> tuple[int, int]:
     state = json.loads((folder / "state.json").read_text())
     if sharded:
         accelerator.load_state(str(folder / "accelerate"))
@@ -360,6 +421,10 @@ def _restore(folder: Path, accelerator, trainable, optimizer, lr_scheduler, shar
         ckpt.read_trainable(folder, trainable)
         optimizer.load_state_dict(ckpt.load_torch(folder / "optimizer.pt"))
     lr_scheduler.load_state_dict(ckpt.load_torch(folder / "lr_scheduler.pt"))
+    if ema is not None:
+        if not (folder / "ema.pt").is_file():
+            raise AA2InputError(f"{folder} was written without optim.ema_decay: resume it without EMA, or start a new run")
+        ema.load_state_dict(ckpt.load_torch(folder / "ema.pt"))
     scaler = getattr(accelerator, "scaler", None)
     if scaler is not None and (folder / "grad_scaler.pt").is_file():
         scaler.load_state_dict(ckpt.load_torch(folder / "grad_scaler.pt"))
@@ -399,8 +464,9 @@ def _progress(record: dict[str, Any], steps: int, done_here: int, elapsed: float
     """
     done = record["step"]
     eta = elapsed / max(done_here, 1) * (steps - done)
+    peak = f"  peak {record['peak_gib']:.1f} GiB" if record.get("peak_gib") is not None else ""
     return (f"step {done}/{steps}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['seconds']:.2f} s/step"
-            f"  ~{eta / 60:.0f} min left")
+            f"  (data wait {record['data_wait'] / max(record['seconds'], 1e-9):.0%}){peak}  ~{eta / 60:.0f} min left")
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -420,7 +486,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stage", choices=["image", "motion"], help="the recipe's stage to run (default: its default_stage)")
     parser.add_argument("--data", required=True, help="folder written by python -m train.prepare")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, logs, validation videos, final weights")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue from the run folder's latest checkpoint, or from CHECKPOINT (a path, or a "
+                             "name such as step-00001000 under RUN/checkpoints)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value (YAML syntax), e.g. --set optim.steps=10; repeatable")
     parser.add_argument("--dataset", metavar="MODULE:CALLABLE",
