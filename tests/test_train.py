@@ -467,8 +467,9 @@ def test_two_process_ddp_ranks_stay_in_sync(tiny_weights, tmp_path):
     out = tmp_path / "run"
     args = train_args(tiny_weights, data_dir(tmp_path / "data", 3), out, "motion", "optim.steps=3",
                       "run.checkpoint_every=3", "debug.checksums=true")
-    launch = [PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.train", *args]
+    # the one-node config train/README.md gives for GPUs, with 2 processes and no mixed precision on CPU
+    launch = [PYTHON, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "train" / "accelerate" / "one_node.yaml"),
+              "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.train", *args]
     done = subprocess.run(launch, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     logs = [out / f"checksums-rank{r}.jsonl" for r in (0, 1)]
     if done.returncode != 0 and not any(p.exists() for p in logs):
@@ -481,6 +482,23 @@ def test_two_process_ddp_ranks_stay_in_sync(tiny_weights, tmp_path):
     assert any(a["rank_loss"] != b["rank_loss"] for a, b in zip(*ranks))  # but each rank saw its own clips
     assert ranks[0][0]["checksum"] != ranks[0][-1]["checksum"]  # and the weights moved
     assert (out / "aa2-final.safetensors").is_file()
+
+
+def test_accelerate_configs_load_and_say_what_they_are():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"one_node.yaml": ("MULTI_GPU", 1), "two_nodes.yaml": ("MULTI_GPU", 2),
+                "deepspeed_zero2.yaml": ("DEEPSPEED", 1), "fsdp.yaml": ("FSDP", 1)}
+    folder = REPO / "train" / "accelerate"
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(expected)
+    readme = (REPO / "train" / "README.md").read_text()
+    for name, (kind, machines) in expected.items():
+        config = load_config_from_file(str(folder / name))  # unknown keys are an error here
+        assert (config.distributed_type.name, config.num_machines) == (kind, machines)
+        assert config.mixed_precision == "bf16"  # agrees with the GPU recipes, so no override note
+        assert f"train/accelerate/{name}" in readme, f"train/README.md does not show how to launch {name}"
+    fsdp = load_config_from_file(str(folder / "fsdp.yaml")).fsdp_config
+    assert fsdp["fsdp_use_orig_params"]  # frozen and trainable parameters share wrapped blocks
 
 
 def test_evaluate_writes_per_video_and_mean_scores(straight_run, tmp_path):
