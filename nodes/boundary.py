@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from ..aa2.checks import unit_range
-from ..aa2.errors import AA2InputError
+from ..aa2.checks import first_non_finite, unit_range
+from ..aa2.errors import AA2InputError, size_text
 
 
 def image_to_frames(image: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -27,6 +27,7 @@ def image_to_frames(image: torch.Tensor, name: str = "image") -> torch.Tensor:
             f"{name} must be a ComfyUI IMAGE [frames, height, width, 3]; got {shape}. "
             "Connect an image or video loader's IMAGE output."
         )
+    _usable(image, name, "IMAGE")
     return rearrange(unit_range(image[..., :3], name), "f h w c -> f c h w")
 
 
@@ -46,7 +47,33 @@ def mask_to_frames(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
             f"{name} must be a ComfyUI MASK [frames, height, width]; got {shape}. "
             "Connect a MASK output (from a SAM node, a mask loader, or ObjectSegment)."
         )
+    _usable(mask, name, "MASK")
     return mask.float()
+
+
+def _usable(frames: torch.Tensor, name: str, kind: str) -> None:
+    """Refuse an empty batch or frame, and NaN / inf, before any model sees them: torch would fail
+    later with a message about its own internals, or carry the NaN into every output frame."""
+    count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
+    if count == 0:
+        raise AA2InputError(f"{name} is an empty {kind} (no frames): check the node that made it, e.g. a video "
+                            "loader whose skip / cap settings left nothing")
+    if height == 0 or width == 0:
+        raise AA2InputError(f"{name} frames are {size_text(height, width)}: an empty {kind}; "
+                            "check the crop or resize that made it")
+    bad = first_non_finite(frames)
+    if bad is not None:
+        raise AA2InputError(f"{name} frame {bad} holds NaN or infinite values: check the node that made it "
+                            "(a division by zero in a math or normalise node is the usual cause)")
+
+
+def choice(value: str, choices, name: str) -> str:
+    """`value` if it is one of `choices`. The host checks a dropdown's own widget, but not a value
+    reaching it through a link (or an API-format workflow edited by hand), which would otherwise
+    end as a KeyError or be silently taken as another choice."""
+    if value not in choices:
+        raise AA2InputError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
 
 
 def frames_to_mask(mask: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..aa2.conditioning.masks import mask_boxes
 from ..aa2.conditioning.sapiens import load_sapiens, sapiens_depth, sapiens_pose
 from ..aa2.conditioning.skeleton import render_skeleton
 from . import host
-from .boundary import frames_to_image, image_to_frames, mask_to_frames, match_frames
+from .boundary import choice, frames_to_image, image_to_frames, mask_to_frames, match_frames
 from .nodes_pose import CONVENTIONS
 
 CATEGORY = "AnimateAnyone2/conditioning"
@@ -92,6 +92,7 @@ class _SapiensNode(_KeepsModel):
     @contextlib.contextmanager
     def _loaded(self, name: str, precision: str):
         """The model, on the host's device for this run and back on the offload device after it."""
+        choice(precision, PRECISIONS, "precision")
         path = host.resolve_model(name, SAPIENS_SLOT)
         key = (str(path), host.files_signature([path]), precision)
         model = self._model(key, lambda: load_sapiens(path, self.TASK, device=host.offload_device(),

@@ -91,6 +91,8 @@ class AA2MaskPreview:
     def overlay(self, images, mask, color, opacity):
         if color not in TINTS:
             raise AA2InputError(f"color must be one of {', '.join(TINTS)}; got {color!r}.")
+        if not 0.0 <= opacity <= 1.0:  # also NaN, which the host's range check lets through
+            raise AA2InputError(f"opacity must be between 0 and 1; got {opacity}.")
         frames = image_to_frames(images, "images")
         masks = match_frames(mask_to_frames(mask), frames.shape[0])
         if frames.shape[0] == 1 and masks.shape[0] > 1:

@@ -7,7 +7,7 @@ from ..aa2.conditioning.skeleton import prepare_skeleton_images, render_skeleton
 from ..aa2.conditioning.structured_depth import structured_depth
 from ..aa2.errors import AA2InputError
 from . import host
-from .boundary import frames_to_image, image_to_frames
+from .boundary import choice, frames_to_image, image_to_frames
 
 CATEGORY = "AnimateAnyone2/conditioning"
 CONVENTIONS = {
@@ -52,6 +52,7 @@ class PoseDepthModulate:
 
     def prepare(self, width, height, depth_convention, pose_keypoints=None, skeleton_images=None, depth=None,
                 reference_keypoints=None, hands=True, face=True):
+        choice(depth_convention, CONVENTIONS, "depth_convention")
         if (pose_keypoints is None) == (skeleton_images is None):
             raise AA2InputError("connect exactly one of pose_keypoints (DWPose) or skeleton_images")
         if pose_keypoints is not None:

@@ -13,7 +13,7 @@ from einops import rearrange
 from ..aa2.errors import AA2InputError
 from ..aa2.models.image_encoder import CLIP_CROPS
 from ..aa2.pipeline.animate import animate
-from ..aa2.pipeline.inputs import AnimationInputs, SamplingSettings, match_pose_length
+from ..aa2.pipeline.inputs import ENVIRONMENT_MODES, AnimationInputs, SamplingSettings, match_pose_length
 from ..aa2.pipeline.reference import encode_reference
 from ..aa2.sampling.schedulers import SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
@@ -24,7 +24,6 @@ from .comfy_sampler import host_sampler
 
 CATEGORY = "AnimateAnyone2/sampling"
 SAMPLER_NAMES = ["default", *SAMPLERS]
-ENVIRONMENT_MODES = ["auto", "input", "blend", "input+blend", "off"]
 
 
 class AA2EncodeReference:
@@ -142,7 +141,7 @@ def _common_inputs(long_video: bool) -> dict:
                           "Guidance scale (1 = off, twice as fast). Animate Anyone uses about 3.5."}),
         "sampler_name": (SAMPLER_NAMES, {"default": "default", "tooltip": "'default' = DDIM under the "
                          "checkpoint's own schedule. A connected SAMPLER input overrides this."}),
-        "environment": (ENVIRONMENT_MODES, {"default": "auto", "tooltip": "How the driving video's scene is "
+        "environment": (list(ENVIRONMENT_MODES), {"default": "auto", "tooltip": "How the driving video's scene is "
                         "kept: 'input' feeds it to the model (AA2 weights), 'blend' pastes it into the latents "
                         "at every step (works with Animate Anyone 1 / Moore weights); 'auto' picks by the weights."}),
         "paste_environment": ("BOOLEAN", {"default": False, "tooltip": "Put the exact driving pixels back "

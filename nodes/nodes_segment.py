@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -35,6 +36,17 @@ class AA2LoadSAM2:
         return (load_sam2(path, device=host.torch_device(), precision=precision),)
 
 
+def _number(value, what: str) -> float:
+    """A finite coordinate; anything else (a word, null, NaN) is named with the input it came from."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise AA2InputError(f"{what}: {value!r} is not a finite number of pixels")
+    return number
+
+
 def _points(text: str, what: str) -> list[tuple[float, float]]:
     """`[[x, y], ...]` or `[{"x": .., "y": ..}, ...]` (what points-editor nodes emit); empty text: none."""
     if not text or not text.strip():
@@ -47,21 +59,39 @@ def _points(text: str, what: str) -> list[tuple[float, float]]:
     points = []
     for item in data if isinstance(data, list) else [data]:
         if isinstance(item, dict) and {"x", "y"} <= set(item):
-            points.append((float(item["x"]), float(item["y"])))
+            points.append((_number(item["x"], what), _number(item["y"], what)))
         elif isinstance(item, (list, tuple)) and len(item) == 2:
-            points.append((float(item[0]), float(item[1])))
+            points.append((_number(item[0], what), _number(item[1], what)))
         else:
             raise AA2InputError(f"{what}: {item!r} is not a point [x, y] or {{\"x\": x, \"y\": y}}")
     return points
 
 
-def _box(text: str) -> tuple[float, float, float, float] | None:
+def _box(text: str, what: str = "box") -> tuple[float, float, float, float] | None:
     if not text or not text.strip():
         return None
-    values = [float(v) for v in text.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+    values = text.replace("[", " ").replace("]", " ").replace(",", " ").split()
     if len(values) != 4:
-        raise AA2InputError(f"box must be four numbers x0, y0, x1, y1 in pixels; got {text!r}")
-    return tuple(values)
+        raise AA2InputError(f"{what} must be four numbers x0, y0, x1, y1 in pixels; got {text!r}")
+    return tuple(_number(value, what) for value in values)
+
+
+def _object_prompts(text: str) -> list[ObjectPrompt]:
+    """objects_json: `[{"positive": [[x, y]], "negative": [...], "box": [x0, y0, x1, y1]}, ...]`."""
+    try:
+        objects = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AA2InputError(f"objects_json is not valid JSON: {error}") from error
+    prompts = []
+    for i, item in enumerate(objects if isinstance(objects, list) else [objects]):
+        if not isinstance(item, dict):
+            raise AA2InputError(f"objects_json object {i} is {item!r}; each object is a dict like "
+                                '{"positive": [[x, y]], "negative": [], "box": [x0, y0, x1, y1]}')
+        where = f"objects_json object {i}"
+        prompts.append(ObjectPrompt(_points(json.dumps(item.get("positive", [])), f"{where} positive"),
+                                    _points(json.dumps(item.get("negative", [])), f"{where} negative"),
+                                    _box(json.dumps(item["box"]), f"{where} box") if item.get("box") else None))
+    return prompts
 
 
 class ObjectSegment:
@@ -104,14 +134,7 @@ class ObjectSegment:
         video = image_to_frames(frames, "frames")
         prompts = []
         if objects_json and objects_json.strip():
-            try:
-                objects = json.loads(objects_json)
-            except json.JSONDecodeError as error:
-                raise AA2InputError(f"objects_json is not valid JSON: {error}") from error
-            for item in objects if isinstance(objects, list) else [objects]:
-                prompts.append(ObjectPrompt(_points(json.dumps(item.get("positive", [])), "positive"),
-                                            _points(json.dumps(item.get("negative", [])), "negative"),
-                                            _box(json.dumps(item["box"])) if item.get("box") else None))
+            prompts += _object_prompts(objects_json)
         if positive_points.strip() or negative_points.strip() or box.strip():
             prompts.append(ObjectPrompt(_points(positive_points, "positive_points"),
                                         _points(negative_points, "negative_points"), _box(box)))

@@ -61,6 +61,20 @@ def test_settings_refuse_a_guidance_scale_that_is_not_a_number_at_least_one(valu
         SamplingSettings(cfg=value).check()
 
 
+def test_settings_refuse_an_unknown_environment_mode_instead_of_acting_on_its_letters():
+    with pytest.raises(AA2InputError, match="environment must be one of auto, input, blend"):
+        SamplingSettings(environment="inputs").check()  # "input" in "inputs": once taken as 'input'
+
+
+@pytest.mark.parametrize("sigmas", [torch.tensor([]), torch.tensor([14.6]), torch.ones(2, 3),
+                                    torch.tensor([14.6, float("nan"), 0.0]), torch.tensor([14.6, -1.0])])
+def test_custom_sigmas_no_sampler_can_walk_are_refused(sigmas):
+    from aa2.sampling.sigmas import check_sigmas
+
+    with pytest.raises(AA2InputError, match="SIGMAS must be"):
+        check_sigmas(sigmas)
+
+
 def test_clip_length_zero_is_refused_not_taken_as_the_default():
     with pytest.raises(AA2InputError, match="clip_length must be at least 1"):
         SamplingSettings(clip_length=0).validate(trained_frames=16, max_frames=32)

@@ -339,8 +339,12 @@ def _read_frame(frame: object, index: int, coords: Coords) -> PoseFrame:
         ) from e
     if height <= 0 or width <= 0:
         raise AA2InputError(f"POSE_KEYPOINT frame {index} has an empty canvas {size_text(height, width)}.")
+    listed = frame.get("people") or []
+    if not isinstance(listed, (list, tuple)):
+        raise AA2InputError(f"POSE_KEYPOINT frame {index}: 'people' must be a list of person dicts; "
+                            f"got {type(listed).__name__}.")
     people = []
-    for j, entry in enumerate(frame.get("people") or []):
+    for j, entry in enumerate(listed):
         if not isinstance(entry, Mapping):
             raise AA2InputError(f"POSE_KEYPOINT frame {index}, person {j} must be a dict; got {type(entry).__name__}.")
         parts = {}

@@ -26,6 +26,7 @@ from ..checks import is_finite
 from ..errors import AA2Error, AA2InputError, worded
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
+from ..sampling.sigmas import check_sigmas
 from .clip_denoiser import GuidedModel, KnownLatents, KSampler, denoise_clip
 from .inputs import AnimationInputs, ClipPlan, SamplingSettings, plan_clips
 from .reference import EncodedReference, encode_reference
@@ -101,6 +102,8 @@ def animate(
     check_model_takes(model, inputs)
     config = model.config
     length = settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
+    if sigmas is not None:
+        check_sigmas(sigmas)
     height, width = inputs.size
     h, w = height // 8, width // 8
     if latents is not None and tuple(latents.shape) != (1, 4, inputs.frames, h, w):
@@ -119,15 +122,18 @@ def animate(
     previous: tuple[ClipPlan, torch.Tensor] | None = None  # the last clip and its clean latents (device)
     state = {"done": 0}
 
+    def diverged(where: str) -> AA2Error:
+        return AA2Error(
+            f"sampling diverged {where}: the latents hold NaN or infinite values. "
+            "Usual causes: half precision overflowing ("
+            + worded(comfyui="load the model in fp32 or bf16", cli="try --dtype fp32 or bf16")
+            + "), a very high cfg, or custom sigmas that start too high"
+        )
+
     def on_step(x0: torch.Tensor) -> None:
         state["done"] += 1
         if not is_finite(x0):  # diverged: stop now, not after rendering every frame NaN (saved black)
-            raise AA2Error(
-                f"sampling diverged at step {state['done']} of {total}: the latents hold NaN or infinite values. "
-                "Usual causes: half precision overflowing ("
-                + worded(comfyui="load the model in fp32 or bf16", cli="try --dtype fp32 or bf16")
-                + "), a very high cfg, or custom sigmas that start too high"
-            )
+            raise diverged(f"at step {state['done']} of {total}")
         if progress is not None:
             progress(state["done"], total, x0)
 
@@ -147,6 +153,8 @@ def animate(
             guided, noise.to(device), steps=settings.steps, sampler=sampler or named, generator=generator,
             known=known, sigmas=sigmas, on_step=on_step, cancel=cancel,
         )
+        if not is_finite(clean):  # a sampler that reports no steps (or a bad last one) is caught here
+            raise diverged(f"in the clip of frames {plan.start}-{plan.stop - 1}")
         previous = (plan, clean)
         new = clean[:, :, plan.carried:]
         decoded = decode_latents(model.vae, new, settings.vae_chunk)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -19,6 +19,7 @@ from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from .vae_codec import DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
+ENVIRONMENT_MODES: tuple[str, ...] = get_args(EnvironmentMode)
 log = logging.getLogger("aa2")
 
 
@@ -156,6 +157,8 @@ class SamplingSettings:
             raise AA2InputError("motion_frames and overlap cannot be negative")
         if self.vae_chunk < 1 or self.feather < 0:
             raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
+        if self.environment not in ENVIRONMENT_MODES:  # an unknown mode would otherwise act as 'input'
+            raise AA2InputError(f"environment must be one of {', '.join(ENVIRONMENT_MODES)}, got {self.environment!r}")
         if self.clip_crop not in CLIP_CROPS:
             raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
 

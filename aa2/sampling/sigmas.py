@@ -40,3 +40,15 @@ def schedule_sigmas(settings: SchedulerSettings, schedule: str, steps: int, rho:
     else:
         raise AA2InputError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     return torch.cat([sigmas.float(), sigmas.new_zeros(1)])
+
+
+def check_sigmas(sigmas: torch.Tensor) -> None:
+    """Refuse custom sigmas no sampler can walk, before any model work: torch would otherwise fail
+    deep in the sampler (an empty or 2-D tensor), or a single value would run no step at all and
+    return the starting noise as if it were the result."""
+    shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise AA2InputError(f"SIGMAS must be a 1-D list of at least two noise levels (one step), got {shape}: "
+                            "connect a scheduler node (AA2 Sigmas, BasicScheduler, KarrasScheduler) with steps >= 1")
+    if not torch.isfinite(sigmas).all() or bool((sigmas < 0).any()):
+        raise AA2InputError(f"SIGMAS must be finite and >= 0, got {sigmas.tolist()}: check the node that made them")
