@@ -67,13 +67,25 @@ def zero_motion_outputs(model) -> int:
     return count
 
 
+def read_vae(path: Path):
+    """The VAE of a train.vae folder, a VAE file, or a pack checkpoint (whose stored shape keeps its latent scale)."""
+    from aa2.weights.checkpoint import is_aa2_checkpoint, read_checkpoint
+    from aa2.weights.diffusers_folder import read_vae_folder
+    from aa2.weights.ldm import read_vae_file
+
+    if path.is_dir():
+        return read_vae_folder(path)
+    if is_aa2_checkpoint(path):
+        config, parts = read_checkpoint(path)
+        return parts.vae, config.vae
+    return read_vae_file(path)
+
+
 def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, variant: str = "aa2",
                seed: int = 0) -> Path:
     """Write the fresh checkpoint; returns its path. Refuses to overwrite an existing file."""
     from aa2.models.aa2_model import assemble
     from aa2.weights.checkpoint import save_checkpoint
-    from aa2.weights.diffusers_folder import read_vae_folder
-    from aa2.weights.ldm import read_vae_file
     from aa2.weights.tiny import random_parts
 
     out = Path(out)
@@ -87,7 +99,7 @@ def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, v
         path = Path(vae)
         if not path.exists():
             raise AA2InputError(f"--vae {path} does not exist (train one with python -m train.vae)")
-        vae_state, shape = read_vae_folder(path) if path.is_dir() else read_vae_file(path)
+        vae_state, shape = read_vae(path)
         config = config.replace(vae=shape)
     parts = random_parts(config, seed, perturb=False)
     if vae_state is not None:
@@ -104,7 +116,8 @@ def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, v
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.init_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="synthworld", choices=sorted(PRESETS), help="network shapes (aa2.config)")
-    parser.add_argument("--vae", help="a trained VAE (python -m train.vae's folder, or a VAE file) to bake in")
+    parser.add_argument("--vae", help="a trained VAE to bake in: python -m train.vae's folder, a VAE file, or a pack checkpoint "
+                             "whose VAE to take")
     parser.add_argument("--out", required=True, help="new .safetensors file")
     parser.add_argument("--variant", default="aa2", choices=VARIANTS, help="ablation variant (module docstring)")
     parser.add_argument("--seed", type=int, default=0)
