@@ -63,7 +63,8 @@ def weight_manifest(folder: Path) -> dict[str, dict[str, list[int]]]:
     return manifest
 
 
-def golden_weights(manifest: dict[str, dict[str, list[int]]], seed: int = WEIGHT_SEED) -> dict[str, StateDict]:
+def golden_weights(manifest: dict[str, dict[str, list[int]]], seed: int = WEIGHT_SEED,
+                   files: tuple[str, ...] = FILES) -> dict[str, StateDict]:
     """Deterministic float32 tensors for every key of `manifest`, identical on every machine.
 
     Each value is `k / 128 * 2**e` with an integer `k` in [-128, 128) drawn by `torch.randint`
@@ -79,7 +80,7 @@ def golden_weights(manifest: dict[str, dict[str, list[int]]], seed: int = WEIGHT
         return k.to(torch.float32) * 2.0 ** (exponent - 7)
 
     weights: dict[str, StateDict] = {}
-    for name in FILES:
+    for name in files:
         state: StateDict = {}
         tables: dict[str, torch.Tensor] = {}
         for key, shape in manifest[name].items():
@@ -99,10 +100,10 @@ def golden_weights(manifest: dict[str, dict[str, list[int]]], seed: int = WEIGHT
     return weights
 
 
-def weights_digest(weights: dict[str, StateDict]) -> str:
+def weights_digest(weights: dict[str, StateDict], files: tuple[str, ...] = FILES) -> str:
     """SHA-256 over file names, keys, shapes, dtypes and bytes."""
     digest = hashlib.sha256()
-    for name in FILES:
+    for name in files:
         for key in sorted(weights[name]):
             tensor = weights[name][key].contiguous()
             digest.update(f"{name}:{key}:{list(tensor.shape)}:{tensor.dtype};".encode())
