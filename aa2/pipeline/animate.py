@@ -5,7 +5,8 @@ motion modules' length (`plan_clips`). Each clip after the first starts with the
 `motion_frames` *latents* of the previous clip, held fixed inside the temporal window while the new
 frames are denoised and then dropped — no decode/re-encode between clips, which would drift the
 colours a little more at every clip. Only one clip's tensors are on the device at a time; finished
-frames are decoded there and moved off it, so memory stays flat however long the video is.
+frames are decoded there and moved off it, so memory stays flat however long the video is. With
+`offload="model"` only the part of the model a phase runs is on the device (`aa2.pipeline.offload`).
 
 Everything that does not change during sampling is computed once: the reference (once per
 character, reusable across seeds and clips), and per clip the environment and object latents and
@@ -29,6 +30,7 @@ from ..models.denoising_net import DenoisingConditions
 from ..sampling.sigmas import check_sigmas
 from .clip_denoiser import GuidedModel, KnownLatents, KSampler, denoise_clip
 from .inputs import AnimationInputs, ClipPlan, SamplingSettings, plan_clips
+from .offload import MoveObserver, PartPlacement
 from .reference import EncodedReference, encode_reference
 from .vae_codec import decode_latents, encode_frames
 
@@ -95,27 +97,46 @@ def animate(
     latents: torch.Tensor | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    device: torch.device | str | None = None,
+    offload_device: torch.device | str = "cpu",
+    on_move: MoveObserver | None = None,
 ) -> AnimationResult:
     """Render every frame of `inputs`. `latents` (`[1, 4, F, h, w]`, unit variance) replaces the seeded
-    initial noise; `sampler` + `sigmas` replace the named scheduler with a k-diffusion-style sampler."""
+    initial noise; `sampler` + `sigmas` replace the named scheduler with a k-diffusion-style sampler.
+
+    `device`: where the parts compute (None: where the DenoisingNet is). With `settings.offload`
+    "model", each part is there only during its phases and rests on `offload_device` otherwise, also
+    after an error or a cancel (`aa2.pipeline.offload`); `on_move` hears of every move.
+    """
     inputs.validate()
     check_model_takes(model, inputs)
     config = model.config
     length = settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
     if sigmas is not None:
         check_sigmas(sigmas)
-    height, width = inputs.size
-    h, w = height // 8, width // 8
+    h, w = inputs.size[0] // 8, inputs.size[1] // 8
     if latents is not None and tuple(latents.shape) != (1, 4, inputs.frames, h, w):
         raise AA2InputError(f"latents must be [1, 4, F, h, w] = {(1, 4, inputs.frames, h, w)}, got {tuple(latents.shape)}")
     use_input, use_blend = resolve_environment_mode(model, settings.environment, inputs.environment is not None)
+    with PartPlacement(model, settings.offload, device, offload_device, on_move) as placement:
+        return _render(model, inputs, settings, placement, length, use_input, use_blend, reference=reference,
+                       sampler=sampler, sigmas=sigmas, latents=latents, progress=progress, cancel=cancel)
+
+
+def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings, placement: PartPlacement,
+            length: int, use_input: bool, use_blend: bool, *, reference: EncodedReference | None,
+            sampler: KSampler | None, sigmas: torch.Tensor | None, latents: torch.Tensor | None,
+            progress: Progress | None, cancel: Callable[[], bool] | None) -> AnimationResult:
+    """`animate` once its inputs are checked: the reference, then clip by clip, each phase's part placed."""
+    height, width = inputs.size
+    h, w = height // 8, width // 8
     if reference is None:
-        reference = encode_reference(model, inputs.reference, (height, width), settings.clip_crop)
+        reference = encode_reference(model, inputs.reference, (height, width), settings.clip_crop, placement)
     reference.check(model, (height, width))
     named = settings.sampler if settings.sampler != "default" else "ddim"
     plans = plan_clips(inputs.frames, length, settings.motion_frames, settings.overlap, settings.seed)
     total = len(plans) * settings.steps
-    device = next(model.denoising_net.parameters()).device
+    device = placement.device
 
     frames_out = torch.zeros(inputs.frames, 3, height, width)
     latents_out = torch.zeros(1, 4, inputs.frames, h, w)
@@ -138,7 +159,13 @@ def animate(
             progress(state["done"], total, x0)
 
     for plan in plans:
-        conditions, env_latents, env_mask = _clip_conditions(model, inputs, plan, use_input, use_blend, settings)
+        object_latents = env_latents = env_mask = None
+        if inputs.objects is not None or use_input or use_blend:  # no VAE work: no VAE move
+            placement.prepare("condition latents")
+            object_latents, env_latents, env_mask = _condition_latents(
+                model, inputs, plan, use_input or use_blend, settings, device)
+        placement.prepare("denoise")
+        conditions = _clip_conditions(model, inputs, plan, object_latents, env_latents, env_mask, use_input)
         guided = GuidedModel(model, reference, conditions, settings.cfg)
         generator = torch.Generator().manual_seed(plan.seed)
         window = plan.stop - plan.start
@@ -157,18 +184,35 @@ def animate(
             raise diverged(f"in the clip of frames {plan.start}-{plan.stop - 1}")
         previous = (plan, clean)
         new = clean[:, :, plan.carried:]
+        placement.prepare("decode")
         decoded = decode_latents(model.vae, new, settings.vae_chunk)
         if settings.paste_environment and inputs.environment is not None:
             decoded = _paste_environment(decoded, inputs, plan, settings.feather)
         _place(frames_out, decoded, plan)
         latents_out[:, :, plan.start + plan.carried : plan.stop] = new.float().cpu()
-        del conditions, guided, new, known, carried
+        del conditions, guided, new, known, carried, object_latents
     return AnimationResult(rearrange(frames_out, "f c h w -> f h w c"), latents_out)
 
 
-def _clip_conditions(model, inputs: AnimationInputs, plan: ClipPlan, use_input: bool, use_blend: bool,
-                     settings: SamplingSettings):
-    """The clip's fixed inputs, computed once: environment latents + mask, pose features, object features."""
+def _condition_latents(model: AA2Model, inputs: AnimationInputs, plan: ClipPlan, use_environment: bool,
+                       settings: SamplingSettings, device: torch.device):
+    """The clip's VAE work, done before the DenoisingNet takes the device: `(object latents,
+    environment latents, environment latent mask)` on `device`, each None where unused."""
+    window = slice(plan.start, plan.stop)
+    object_latents = env_latents = env_mask = None
+    if inputs.objects is not None:
+        object_latents = encode_frames(model.vae, inputs.objects[window], settings.vae_chunk)
+    if use_environment:
+        mask = inputs.mask[window]
+        env_latents = encode_frames(model.vae, environment_frames(inputs.environment[window], mask), settings.vae_chunk)
+        env_mask = rearrange(latent_mask(mask), "f 1 h w -> 1 1 f h w").to(device, env_latents.dtype)
+    return object_latents, env_latents, env_mask
+
+
+def _clip_conditions(model: AA2Model, inputs: AnimationInputs, plan: ClipPlan, object_latents, env_latents,
+                     env_mask, use_input: bool) -> DenoisingConditions:
+    """The clip's fixed DenoisingNet inputs, computed once by its own modules: pose features, object
+    features, and (as model input) the environment latents + mask."""
     net = model.denoising_net
     param = next(net.parameters())
     window = slice(plan.start, plan.stop)
@@ -178,17 +222,11 @@ def _clip_conditions(model, inputs: AnimationInputs, plan: ClipPlan, use_input: 
 
     conditions = DenoisingConditions()
     conditions.pose_features = net.pose_modulation(clip(inputs.pose), clip(inputs.depth))
-    if inputs.objects is not None:
-        object_latents = encode_frames(model.vae, inputs.objects[window], settings.vae_chunk)
+    if object_latents is not None:
         conditions.object_features = net.encode_objects(object_latents.to(param.dtype))
-    env_latents = env_mask = None
-    if use_input or use_blend:
-        mask = inputs.mask[window]
-        env_latents = encode_frames(model.vae, environment_frames(inputs.environment[window], mask), settings.vae_chunk)
-        env_mask = rearrange(latent_mask(mask), "f 1 h w -> 1 1 f h w").to(param.device, env_latents.dtype)
-        if use_input:
-            conditions.environment = torch.cat([env_latents, env_mask], dim=1)
-    return conditions, env_latents, env_mask
+    if use_input:
+        conditions.environment = torch.cat([env_latents, env_mask], dim=1)
+    return conditions
 
 
 def _carried_latents(previous: tuple[ClipPlan, torch.Tensor] | None, plan: ClipPlan) -> torch.Tensor | None:

@@ -16,6 +16,7 @@ import torch
 from ..checks import first_non_finite, is_finite
 from ..errors import AA2InputError, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
+from .offload import OffloadMode, check_offload
 from .vae_codec import DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
@@ -143,6 +144,7 @@ class SamplingSettings:
     feather: int = 8  # pixels of soft edge for pasting
     vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call: 1 keeps the decoder's peak lowest
     clip_crop: ClipCrop = "squash"  # how CLIP sees the reference (aa2.models.image_encoder)
+    offload: OffloadMode = "none"  # "model": one part on the device at a time (aa2.pipeline.offload)
 
     def check(self) -> None:
         """The checks that need no model (the CLI makes them before loading one)."""
@@ -161,6 +163,7 @@ class SamplingSettings:
             raise AA2InputError(f"environment must be one of {', '.join(ENVIRONMENT_MODES)}, got {self.environment!r}")
         if self.clip_crop not in CLIP_CROPS:
             raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
+        check_offload(self.offload)
 
     def validate(self, trained_frames: int, max_frames: int) -> int:
         """Check the options; return the clip length to use."""

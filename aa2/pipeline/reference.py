@@ -16,6 +16,7 @@ from ..errors import AA2InputError, size_text
 from ..models.aa2_model import AA2Model
 from ..models.image_encoder import ClipCrop, reference_context
 from ..models.reference_attention import ReferenceBank
+from .offload import PartPlacement
 from .vae_codec import encode_frames
 
 
@@ -55,12 +56,14 @@ class EncodedReference:
 
 @torch.no_grad()
 def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int],
-                     clip_crop: ClipCrop = "squash") -> EncodedReference:
+                     clip_crop: ClipCrop = "squash", placement: PartPlacement | None = None) -> EncodedReference:
     """`image [3, H, W]` in 0..1 -> the character's features for output frames of `size = (H, W)`.
 
     The image is resized to the output size (as Moore-AnimateAnyone does), so its tokens line up
     with the denoised frames' at every attention resolution. `clip_crop` chooses how CLIP sees it
     (`aa2.models.image_encoder`): the whole image squashed, as Moore samples, or centre-cropped.
+    `placement` moves the three parts it runs onto the device in turn (`aa2.pipeline.offload`); the
+    features stay there.
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise AA2InputError(f"the reference image must be [3, H, W] RGB, got {tuple(image.shape)}")
@@ -72,8 +75,12 @@ def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]
         )
     resized = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
                             align_corners=False).clamp(0, 1)
+    placement = placement or PartPlacement(model)
+    placement.prepare("reference latents")
     latents = encode_frames(model.vae, resized)[:, :, 0]
+    placement.prepare("reference context")
     context = reference_context(model.image_encoder, image[None], clip_crop)
+    placement.prepare("reference features")
     param = next(model.reference_net.parameters())
     bank = model.encode_reference(latents.to(param.device, param.dtype), context.to(param.device, param.dtype))
     return EncodedReference(bank, context, torch.zeros_like(context), latents, (height, width), model.config.fusion)
