@@ -108,10 +108,13 @@ def _settings(args: argparse.Namespace):
         steps=args.steps, cfg=args.cfg, seed=args.seed, clip_length=args.clip_length,
         motion_frames=args.motion_frames, overlap=args.overlap, environment=args.environment,
         paste_environment=args.paste_environment, feather=args.feather, vae_chunk=args.vae_chunk,
+        offload="model" if getattr(args, "low_vram", False) else "none",
     )
 
 
 def _animate(args: argparse.Namespace) -> int:
+    import torch
+
     from .animate_command import (InputFiles, ReadOptions, check_request, load_for_device, load_inputs, pick_device,
                                   pick_dtype, render, source_fps)
     from .video_io import check_output_path, parse_size
@@ -142,12 +145,15 @@ def _animate(args: argparse.Namespace) -> int:
     if files.video is not None and files.mask is None:
         print("note: --video without --mask: the environment is not used (the character mask says what to "
               "remove from it)", file=sys.stderr)
-    model = load_for_device(sources, device, dtype)
+    # low VRAM: the weights wait in RAM and the pipeline takes each part to the device for its phase
+    model = load_for_device(sources, torch.device("cpu") if args.low_vram else device, dtype)
     height, width = inputs.size
     print(f"animating {inputs.frames} frames at {size_text(height, width)} on {device.type} "
-          f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps")
+          f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps"
+          + (", low VRAM (one part of the model on the device at a time)" if args.low_vram else ""))
     fps = args.fps if args.fps is not None else source_fps(files, args.stride)
-    return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet)
+    return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet,
+                  device=device)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -258,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--image-encoder", dest="image_encoder", help="CLIP vision file or image_encoder folder")
     weights.add_argument("--vae", help="VAE file or folder that overrides the base's")
     weights.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    weights.add_argument("--low-vram", dest="low_vram", action="store_true",
+                         help="keep only the part of the model that runs now on the device (CLIP, ReferenceNet, "
+                         "VAE or the denoising UNet) and the rest in RAM: about half the weights' VRAM, slower")
     weights.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                          help="auto: fp16 on a GPU, fp32 on the CPU")
     _sampling_options(animate, steps=20)

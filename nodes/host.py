@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from ..aa2.errors import AA2WeightsError
+from ..aa2.errors import AA2InputError, AA2WeightsError
+from ..aa2.pipeline.offload import OFFLOAD_MODES, choose_offload, part_bytes
 from ..aa2.weights.files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 
 try:  # ComfyUI's top-level modules exist only inside a running ComfyUI.
@@ -236,6 +237,15 @@ def free_memory() -> None:
         model_management.soft_empty_cache()
 
 
+def make_room(needed: int, device: torch.device) -> int | None:
+    """Ask the host to unload other models until `needed` bytes are free on `device` (as its own
+    loader does before loading one); the bytes then free, or None without a host."""
+    if model_management is None:
+        return None
+    model_management.free_memory(needed, device)
+    return int(model_management.get_free_memory(device))
+
+
 @dataclass
 class HostedModel:
     """A model handed between nodes, with what the host needs to move it to and from the GPU.
@@ -257,6 +267,34 @@ class HostedModel:
             model_management.load_models_gpu([self.patcher], force_full_load=True)
             return self.model
         return self.model.to(self.load_device)
+
+    def for_render(self, offload: str, working: int) -> tuple[torch.nn.Module, str]:
+        """The model and the offload mode to render with (`aa2.pipeline.offload`).
+
+        "auto" is "none" without a host, on a CPU, or when this model is already loaded; else the host
+        makes room and "none" is taken if every part and `working` bytes of activations fit in what is
+        free, "model" if not. "none": the whole model on the load device (`ready()`). "model": the model
+        stays on the offload device, out of the host's records, for the pipeline to move part by part.
+        """
+        if offload != "auto" and offload not in OFFLOAD_MODES:
+            raise AA2InputError(f"offload must be auto, {', '.join(OFFLOAD_MODES)}; got {offload!r}.")
+        parts = part_bytes(self.model)
+        if offload == "auto":
+            if self.patcher is None or self.load_device.type == "cpu" or self._loaded():
+                offload = "none"
+            else:
+                offload = choose_offload(make_room(sum(parts.values()) + working, self.load_device), parts, working)
+        if offload == "none":
+            return self.ready(), offload
+        if self._loaded():
+            self.release()
+        make_room(max(parts.values()) + working, self.load_device)
+        return self.model, offload
+
+    def _loaded(self) -> bool:
+        """Whether the host holds this model on its load device now."""
+        return self.patcher is not None and any(
+            loaded.model is self.patcher for loaded in model_management.current_loaded_models)
 
     def release(self) -> None:
         """Back to the offload device (after sampling, when the user asks for it)."""

@@ -14,6 +14,7 @@ from ..aa2.errors import AA2InputError
 from ..aa2.models.image_encoder import CLIP_CROPS
 from ..aa2.pipeline.animate import animate
 from ..aa2.pipeline.inputs import ENVIRONMENT_MODES, AnimationInputs, SamplingSettings, match_pose_length
+from ..aa2.pipeline.offload import OFFLOAD_MODES, PartPlacement, working_bytes
 from ..aa2.pipeline.reference import encode_reference
 from ..aa2.sampling.schedulers import SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
@@ -24,6 +25,11 @@ from .comfy_sampler import host_sampler
 
 CATEGORY = "AnimateAnyone2/sampling"
 SAMPLER_NAMES = ["default", *SAMPLERS]
+OFFLOAD_INPUT = (["auto", *OFFLOAD_MODES], {"default": "auto", "tooltip":
+                 "Low-VRAM mode. none: the whole model on the GPU (fastest). model: only the part running now "
+                 "(CLIP, ReferenceNet, VAE or the denoising UNet) is on the GPU, the rest waits in RAM — about "
+                 "half the weights' VRAM, for a few transfers per clip. auto: model only when the whole one "
+                 "would not fit in free VRAM."})
 
 
 class AA2EncodeReference:
@@ -47,11 +53,14 @@ class AA2EncodeReference:
             "clip_crop": (list(CLIP_CROPS), {"default": "squash", "tooltip":
                 "How CLIP sees the character. squash: the whole image to a square, as Moore-AnimateAnyone "
                 "samples. center: shortest side to 224 and a centre crop, as its training data was fed."}),
-        }}
+        }, "optional": {"offload": OFFLOAD_INPUT}}
 
-    def encode(self, aa2_model, image, width, height, clip_crop="squash"):
-        model = aa2_model.ready()
-        reference = encode_reference(model, image_to_frames(image, "image")[0], (height, width), clip_crop)
+    def encode(self, aa2_model, image, width, height, clip_crop="squash", offload="auto"):
+        character = image_to_frames(image, "image")[0]
+        model, mode = aa2_model.for_render(offload, working_bytes(1, height, width, aa2_model.dtype))
+        device = aa2_model.load_device if mode != "none" else None
+        with PartPlacement(model, mode, device, aa2_model.offload_device) as placement:
+            reference = encode_reference(model, character, (height, width), clip_crop, placement)
         return (reference.to(host.offload_device()),)
 
 
@@ -87,7 +96,7 @@ def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames)
 def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_environment,
            clip_length, motion_frames, overlap, reference=None, reference_image=None, driving_frames=None,
            agnostic_mask=None, object_frames=None, sampler=None, sigmas=None, noise=None, release_model=False,
-           node_id=None, latent=None):
+           offload="auto", node_id=None, latent=None):
     """Shared body of AA2Sampler and LongVideoChainer: ComfyUI types in, (IMAGE, LATENT) out."""
     if latent is not None:  # an API-format workflow from before NOISE still links its old input
         raise AA2InputError("the sampler's 'latent' input (initial noise) is gone: connect RandomNoise to "
@@ -99,10 +108,10 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
     if noise is not None:  # as in SamplerCustomAdvanced, the NOISE's seed is the run's seed
         initial = noise_to_latents(noise, inputs.frames, *inputs.size)
         seed = int(getattr(noise, "seed", seed))
-    model = aa2_model.ready()
+    model, mode = aa2_model.for_render(offload, working_bytes(min(clip_length, inputs.frames), *inputs.size, aa2_model.dtype))
     settings = SamplingSettings(steps=steps, cfg=cfg, sampler=sampler_name, seed=seed, clip_length=clip_length,
                                 motion_frames=motion_frames, overlap=overlap, environment=environment,
-                                paste_environment=paste_environment)
+                                paste_environment=paste_environment, offload=mode)
     if sigmas is not None and sampler is None:
         raise AA2InputError("SIGMAS need a SAMPLER too (e.g. KSamplerSelect): connect both, or neither")
     k_sampler = host_sampler(sampler, model.config.scheduler, seed) if sampler is not None else None
@@ -115,7 +124,9 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
 
     try:
         result = animate(model, inputs, settings, reference=reference, sampler=k_sampler, sigmas=sigmas,
-                         latents=initial, progress=report, cancel=_cancelled)
+                         latents=initial, progress=report, cancel=_cancelled,
+                         device=aa2_model.load_device if mode != "none" else None,
+                         offload_device=aa2_model.offload_device)
     finally:
         if release_model:
             aa2_model.release()
@@ -167,6 +178,7 @@ def _common_inputs(long_video: bool) -> dict:
         "noise": ("NOISE", {"tooltip": "Initial noise for every frame (RandomNoise, as SamplerCustomAdvanced "
                   "takes it) instead of the seed's; its seed then also seeds the sampler's per-step noise."}),
         "release_model": ("BOOLEAN", {"default": False, "tooltip": "Move the model off the GPU when done."}),
+        "offload": OFFLOAD_INPUT,
     }
     return {"required": required, "optional": optional, "hidden": {"node_id": "UNIQUE_ID"}}
 

@@ -249,7 +249,7 @@ def walk(pack, models, micro_files):  # noqa: F811
     render = dict(aa2_model=hosted, pose=pose, seed=3, steps=1, cfg=1.0, sampler_name="default",
                   environment="auto", paste_environment=False)
     scene = dict(reference_image=_image(1, seed=4), driving_frames=_image(seed=5), agnostic_mask=_mask(),
-                 object_frames=_image(seed=6), release_model=False)
+                 object_frames=_image(seed=6), release_model=False, offload="model")
     custom = dict(reference=reference, sampler=euler, sigmas=sigmas, noise=RandomNoise(5))
     chain = dict(clip_length=2, motion_frames=1, overlap=0)
     calls = {
@@ -273,7 +273,7 @@ def walk(pack, models, micro_files):  # noqa: F811
                                objects_json='[{"box": [30, 5, 54, 35]}]', prompt_mask=_mask(1, 40, 56))],
         "AA2ObjectFrames": [dict(frames=segment_frames, mask=_mask(h=40, w=56))],
         "AA2EncodeReference": [dict(aa2_model=hosted, image=_image(1, seed=4), width=W, height=H,
-                                    clip_crop="squash")],
+                                    clip_crop="squash", offload="model")],
         "AA2Sampler": [{**render, **scene}, {**render, **custom}],
         "LongVideoChainer": [{**render, **chain, **scene}, {**render, **chain, **custom}],
         "AA2Sigmas": [dict(aa2_model=hosted, schedule="karras", steps=2)],
