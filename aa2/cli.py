@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clip", type=int, default=0, help="which held-out SynthWorld clip (its scene and character)")
     demo.add_argument("--frames", type=int, help="video length (default 16 with trained weights; 32 with random: "
                       "clips chained by a motion frame)")
-    demo.add_argument("--size", type=int, choices=[64, 128], help="frame side (default 64, what the SynthWorld "
-                      "model was trained at; 128 with random weights)")
+    demo.add_argument("--size", type=int, choices=[64, 128], help="frame side (default 128 with the shipped SynthWorld "
+                      "weights, what they were trained at; 64 with --weights; 128 with random weights)")
     demo.add_argument("--steps", type=int, help="DDIM steps (default 20 with trained weights, 6 with random)")
     demo.add_argument("--cfg", type=float, default=2.5, help="guidance scale (1 turns guidance off)")
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (and the random weights')")

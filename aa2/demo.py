@@ -5,7 +5,7 @@ against the truth; without those weights, the whole path on tiny random ones (it
 `aa2/synthworld/weights/aa2-synthworld.safetensors` (made by `bench/synthworld.sh`), or any pack
 checkpoint given with `--weights` — the demo makes a *held-out* SynthWorld clip (`aa2.synthworld`:
 a scene, a character and motion parameters training never saw; by default the figure pushes a box,
-64x64, 16 frames) and writes it as the files a user would have: the reference image (the
+16 frames at 128x128 for the shipped weights, 64x64 for others) and writes it as the files a user would have: the reference image (the
 character standing in the clean scene), the driving video, the character mask, the object mask, a
 depth video (near = bright) and the skeletons (aa2's renderer, as training drew them), each a
 folder of PNG frames: lossless, as training read its clips (mp4v costs a 64-pixel clip about
@@ -49,6 +49,7 @@ from einops import rearrange
 from .errors import AA2InputError, AA2WeightsError
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "synthworld" / "weights" / "aa2-synthworld.safetensors"
+SHIPPED_SIZE = 128  # the clip side the shipped weights were trained at (bench/synthworld.sh SIZE=128)
 METRICS_FILE = "metrics.json"
 FPS = 8.0
 
@@ -59,7 +60,7 @@ NOTICE_RANDOM = (
 )
 NOTICE_SHIPPED = (
     "This demo runs the shipped small TRAINED weights ({weights}) on a held-out SynthWorld clip: a procedural "
-    "character it never saw, animated into a scene it never saw, at 64x64.\nThey were trained on SynthWorld only: "
+    "character it never saw, animated into a scene it never saw, at {size}x{size}.\nThey were trained on SynthWorld only: "
     "they show that this implementation learns Animate Anyone 2's task, not how a real model looks on real videos.\n"
     "The scores against the clip's ground truth go to {metrics}."
 )
@@ -219,8 +220,8 @@ def run_demo(
 ) -> int:
     """Animate with trained weights (`weights`, else the shipped file if present) and score the
     result, or with tiny random weights when there are none or `random_weights`. `frames`, `size`,
-    `steps`, `environment` and `inputs_format` default per case (16, 64, 20, "input", "png" with
-    trained weights; 32, 128, 6, "input+blend", "mp4" with random ones).
+    `steps`, `environment` and `inputs_format` default per case (16, 128 for the shipped weights and 64
+    for others, 20, "input", "png" with trained weights; 32, 128, 6, "input+blend", "mp4" with random ones).
     Returns the exit status."""
     from .video_io import check_output_path
 
@@ -238,7 +239,7 @@ def run_demo(
             inputs_dir=inputs_dir, show_progress=show_progress)
     return _trained_demo(
         out, Path(weights), shipped=weights == SHIPPED_WEIGHTS, motion=motion, clip=clip, frames=frames or 16,
-        size=size or 64, steps=steps or 20, cfg=cfg, seed=seed, clip_length=clip_length,
+        size=size or (SHIPPED_SIZE if weights == SHIPPED_WEIGHTS else 64), steps=steps or 20, cfg=cfg, seed=seed, clip_length=clip_length,
         environment=environment or "input", paste_environment=paste_environment, inputs_format=inputs_format or "png",
         inputs_dir=inputs_dir, show_progress=show_progress)
 
@@ -263,7 +264,7 @@ def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip:
                                 environment=environment, paste_environment=paste_environment, feather=2)
     settings.check()
     metrics_path = out.parent / METRICS_FILE
-    print((NOTICE_SHIPPED if shipped else NOTICE_GIVEN).format(weights=weights, metrics=metrics_path))
+    print((NOTICE_SHIPPED if shipped else NOTICE_GIVEN).format(weights=weights, metrics=metrics_path, size=size))
     started = time.perf_counter()
     clip_seed = split_seeds("heldout", 1, start=clip)[0]
     world = make_clip(clip_seed, frames=frames, size=size, motion=motion, cross_identity=False)
