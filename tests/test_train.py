@@ -482,6 +482,7 @@ def test_two_process_ddp_ranks_stay_in_sync(tiny_weights, tmp_path):
     assert any(a["rank_loss"] != b["rank_loss"] for a, b in zip(*ranks))  # but each rank saw its own clips
     assert ranks[0][0]["checksum"] != ranks[0][-1]["checksum"]  # and the weights moved
     assert (out / "aa2-final.safetensors").is_file()
+    assert "2 process(es) (MULTI_CPU)" in done.stdout  # the summary names the engine
 
 
 def test_accelerate_configs_load_and_say_what_they_are():
@@ -499,6 +500,16 @@ def test_accelerate_configs_load_and_say_what_they_are():
         assert f"train/accelerate/{name}" in readme, f"train/README.md does not show how to launch {name}"
     fsdp = load_config_from_file(str(folder / "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_use_orig_params"]  # frozen and trainable parameters share wrapped blocks
+
+
+def test_a_sharding_config_that_does_not_shard_says_so():
+    from train.train import engine_note
+
+    # on a CPU machine accelerate turns an FSDP / DeepSpeed launch into plain data parallel (MULTI_CPU)
+    assert "FSDP config" in engine_note("MULTI_CPU", {"ACCELERATE_USE_FSDP": "true"})
+    assert "DEEPSPEED config" in engine_note("NO", {"ACCELERATE_USE_DEEPSPEED": "True"})
+    assert engine_note("FSDP", {"ACCELERATE_USE_FSDP": "true"}) is None
+    assert engine_note("MULTI_GPU", {}) is None
 
 
 def test_evaluate_writes_per_video_and_mean_scores(straight_run, tmp_path):

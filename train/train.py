@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -194,6 +194,17 @@ def tracker_choice(config: TrainConfig) -> str | None:
     return name
 
 
+def engine_note(engine: str, environ: Mapping[str, str]) -> str | None:
+    """A note when `accelerate launch` asked for a sharding engine that this run does not use:
+    accelerate shards (FSDP, DeepSpeed) only on GPUs, and on a machine without CUDA it quietly runs
+    the processes as plain data parallel (measured with accelerate 1.16: MULTI_CPU)."""
+    for variable, wanted in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if environ.get(variable, "").lower() == "true" and engine != wanted:
+            return (f"note: launched with a {wanted} config, but this run is {engine} (accelerate shards only on "
+                    "GPUs): weights and optimizer state are whole on every process, and checkpoints are unsharded")
+    return None
+
+
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in values.items():
@@ -254,6 +265,9 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool | str
                           f"accelerate launch asked for {launched_with}: --set optim.mixed_precision={launched_with} "
                           "to use that instead")
     sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    note = engine_note(accelerator.distributed_type.name, os.environ)
+    if note:
+        accelerator.print(note)
     if sharded and o.ema_decay is not None:
         raise AA2InputError("optim.ema_decay averages whole weights and DeepSpeed/FSDP shard them: set "
                             "optim.ema_decay=null for a sharded run")
@@ -305,7 +319,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool | str
     run_started, first_step = time.perf_counter(), step
     accelerator.print(f"training {config.stage.name} stage: {sum(p.numel() for p in trainable.values()) / 1e6:.1f}M "
                       f"trainable parameters, {len(dataset) - held} clips, steps {step + 1}..{o.steps}", flush=True)
-    accelerator.print(f"  {world} process(es) on {accelerator.device} x batch {o.batch_size} x accumulation "
+    accelerator.print(f"  {world} process(es) ({accelerator.distributed_type.name}) on {accelerator.device} x batch {o.batch_size} x accumulation "
                       f"{o.gradient_accumulation_steps} = {per_step} clips per step of {config.data.clip_length} frames "
                       f"at {config.data.size[1]}x{config.data.size[0]}; {o.mixed_precision} mixed precision, gradient "
                       f"checkpointing {'on' if o.gradient_checkpointing else 'off'}"
