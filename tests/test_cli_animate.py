@@ -297,7 +297,7 @@ def test_an_output_reaching_an_input_through_a_link_or_dot_dot_is_refused(scene,
     (["--max-frames", "0"], "max-frames must be at least 1"),
     (["--mask-threshold", "1.5"], "mask threshold must be in [0, 1)"),
     (["--motion-frames", "-1"], "cannot be negative"),
-    (["--vae-chunk", "0"], "vae_chunk must be >= 1"),
+    (["--vae-chunk", "-1"], "vae_chunk must be >= 0"),
 ])
 def test_bad_numbers_are_refused_before_anything_loads(scene, pack, tmp_path, capsys, nothing_loads, extra, phrase):
     _, files = scene

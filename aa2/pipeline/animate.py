@@ -185,7 +185,7 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
         previous = (plan, clean)
         new = clean[:, :, plan.carried:]
         placement.prepare("decode")
-        decoded = decode_latents(model.vae, new, settings.vae_chunk)
+        decoded = decode_latents(model.vae, new, settings.frames_per_vae_call)
         if settings.paste_environment and inputs.environment is not None:
             decoded = _paste_environment(decoded, inputs, plan, settings.feather)
         _place(frames_out, decoded, plan)
@@ -201,10 +201,10 @@ def _condition_latents(model: AA2Model, inputs: AnimationInputs, plan: ClipPlan,
     window = slice(plan.start, plan.stop)
     object_latents = env_latents = env_mask = None
     if inputs.objects is not None:
-        object_latents = encode_frames(model.vae, inputs.objects[window], settings.vae_chunk)
+        object_latents = encode_frames(model.vae, inputs.objects[window], settings.frames_per_vae_call)
     if use_environment:
         mask = inputs.mask[window]
-        env_latents = encode_frames(model.vae, environment_frames(inputs.environment[window], mask), settings.vae_chunk)
+        env_latents = encode_frames(model.vae, environment_frames(inputs.environment[window], mask), settings.frames_per_vae_call)
         env_mask = rearrange(latent_mask(mask), "f 1 h w -> 1 1 f h w").to(device, env_latents.dtype)
     return object_latents, env_latents, env_mask
 

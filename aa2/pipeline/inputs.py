@@ -17,7 +17,7 @@ from ..checks import first_non_finite, is_finite
 from ..errors import AA2InputError, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from .offload import OffloadMode, check_offload
-from .vae_codec import DEFAULT_CHUNK
+from .vae_codec import AUTO, DEFAULT_CHUNK
 
 EnvironmentMode = Literal["auto", "input", "blend", "input+blend", "off"]
 ENVIRONMENT_MODES: tuple[str, ...] = get_args(EnvironmentMode)
@@ -142,9 +142,15 @@ class SamplingSettings:
     environment: EnvironmentMode = "auto"
     paste_environment: bool = False  # put the exact driving pixels back outside the feathered mask
     feather: int = 8  # pixels of soft edge for pasting
-    vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call: 1 keeps the decoder's peak lowest
+    vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call; 0: as many as free GPU memory allows, 1 on the CPU
     clip_crop: ClipCrop = "squash"  # how CLIP sees the reference (aa2.models.image_encoder)
     offload: OffloadMode = "none"  # "model": one part on the device at a time (aa2.pipeline.offload)
+
+    @property
+    def frames_per_vae_call(self) -> int:
+        """`vae_chunk`, except that low-VRAM mode makes the automatic choice one frame per call: its
+        user asked for the lowest peak, not for the VAE to fill what the other parts left free."""
+        return 1 if self.vae_chunk == AUTO and self.offload == "model" else self.vae_chunk
 
     def check(self) -> None:
         """The checks that need no model (the CLI makes them before loading one)."""
@@ -157,8 +163,8 @@ class SamplingSettings:
                                 f"{self.clip_length}")
         if self.motion_frames < 0 or self.overlap < 0:
             raise AA2InputError("motion_frames and overlap cannot be negative")
-        if self.vae_chunk < 1 or self.feather < 0:
-            raise AA2InputError("vae_chunk must be >= 1 and feather >= 0")
+        if self.vae_chunk < 0 or self.feather < 0:
+            raise AA2InputError("vae_chunk must be >= 0 (0: automatic) and feather >= 0")
         if self.environment not in ENVIRONMENT_MODES:  # an unknown mode would otherwise act as 'input'
             raise AA2InputError(f"environment must be one of {', '.join(ENVIRONMENT_MODES)}, got {self.environment!r}")
         if self.clip_crop not in CLIP_CROPS:

@@ -3,22 +3,82 @@
 SD1.5's VAE decoder is the largest single user of memory in a run: on the CPU in fp32, every frame
 more per call raised the peak by ~0.46 GB at 256×256 (bench/README.md), and its full-resolution
 blocks grow with the pixel count. So a clip goes through it `chunk` frames at a time, and its memory
-stays fixed however many frames the clip has. One frame per call is the default: the lowest peak,
-for almost no time, since a single frame's convolutions already keep the device busy.
-Latents are always *scaled* (× 0.18215).
+stays fixed however many frames the clip has.
+
+`chunk=AUTO` (the default) takes as many frames per call as free memory allows on a GPU, where one
+frame at a time would leave most of the card idle, and one frame per call on the CPU, where a single
+frame's convolutions already keep every core busy and each frame more only raises the peak. The
+number that fits is estimated from the decoder's widest full-resolution activation
+(`frame_bytes`); if the device still runs out, the call is retried with half the frames, down to one,
+so "one at a time" happens only when it must. Latents are always *scaled* (× 0.18215).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from einops import rearrange
 
 from ..errors import AA2InputError
 
-DEFAULT_CHUNK = 1  # frames per VAE call
+AUTO = 0  # frames per VAE call: as many as free device memory allows (1 on the CPU)
+DEFAULT_CHUNK = AUTO
+LIVE_FULL_RESOLUTION_TENSORS = 8  # measured on the CPU: 0.46 GB per 256x256 fp32 frame ≈ 7 x (256 channels x H x W)
+FREE_MEMORY_SHARE = 0.8  # of the free memory the estimate may plan for: allocator slack, other tensors
+FreeBytes = Callable[[torch.device], "int | None"]
 
 
-def encode_frames(vae, frames: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+def frame_bytes(vae, height: int, width: int, dtype: torch.dtype) -> int:
+    """Estimated working memory of one frame through the VAE at `height × width` pixels: the
+    decoder's last up block runs at full resolution on its widest channel count (SD1.5: 256), and
+    about `LIVE_FULL_RESOLUTION_TENSORS` such tensors are alive at its peak."""
+    channels = max(vae.config.block_out_channels[:2])
+    element = torch.finfo(dtype).bits // 8
+    return LIVE_FULL_RESOLUTION_TENSORS * channels * height * width * element
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    """Bytes a new tensor can take on `device` (free + cached by torch), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def frames_per_call(chunk: int, frames: int, per_frame: int, device: torch.device,
+                    free_bytes: FreeBytes = free_device_bytes) -> int:
+    """The frames per VAE call: `chunk` itself, or for `AUTO` what fits in free memory (1 off the GPU)."""
+    if chunk < 0:
+        raise AA2InputError(f"vae_chunk must be >= 1 frames per call, or 0 for automatic; got {chunk}")
+    if chunk != AUTO:
+        return chunk
+    free = free_bytes(device)
+    if free is None:
+        return 1
+    return max(1, min(frames, int(FREE_MEMORY_SHARE * free) // max(per_frame, 1)))
+
+
+def _in_chunks(run: Callable[[int, int], torch.Tensor], frames: int, chunk: int, auto: bool) -> list[torch.Tensor]:
+    """`run(start, stop)` over `frames` in calls of `chunk`; an automatic chunk that runs the device
+    out of memory is halved and the call retried (a fixed one the user chose raises as it is)."""
+    out, start = [], 0
+    while start < frames:
+        stop = min(start + chunk, frames)
+        try:
+            out.append(run(start, stop))
+        except torch.OutOfMemoryError:
+            if not auto or chunk == 1:
+                raise
+            chunk = max(1, (stop - start) // 2)
+            torch.cuda.empty_cache()
+            continue
+        start = stop
+    return out
+
+
+def encode_frames(vae, frames: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+                  free_bytes: FreeBytes = free_device_bytes) -> torch.Tensor:
     """`frames [F, 3, H, W]` in 0..1 -> scaled latents `[1, 4, F, H/8, W/8]` (the posterior mean).
 
     The mean, not a sample: conditions must not carry noise of their own (Moore-AnimateAnyone does
@@ -29,23 +89,30 @@ def encode_frames(vae, frames: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torc
     if frames.shape[-2] % 8 or frames.shape[-1] % 8:
         raise AA2InputError(f"frame size {tuple(frames.shape[-2:])} must be a multiple of 8 (the VAE's factor)")
     param = next(vae.parameters())
-    latents = []
-    for start in range(0, frames.shape[0], chunk):
-        pixels = frames[start : start + chunk].to(param.device, param.dtype) * 2 - 1
-        latents.append(vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor)
-    return rearrange(torch.cat(latents), "f c h w -> 1 c f h w")
+    count = frames.shape[0]
+    per_call = frames_per_call(chunk, count, frame_bytes(vae, *frames.shape[-2:], param.dtype), param.device, free_bytes)
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        pixels = frames[start:stop].to(param.device, param.dtype) * 2 - 1
+        return vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+
+    return rearrange(torch.cat(_in_chunks(run, count, per_call, chunk == AUTO)), "f c h w -> 1 c f h w")
 
 
-def decode_latents(vae, latents: torch.Tensor, chunk: int = DEFAULT_CHUNK, out_device: torch.device | str = "cpu") -> torch.Tensor:
+def decode_latents(vae, latents: torch.Tensor, chunk: int = DEFAULT_CHUNK, out_device: torch.device | str = "cpu",
+                   free_bytes: FreeBytes = free_device_bytes) -> torch.Tensor:
     """Scaled latents `[1, 4, F, h, w]` -> frames `[F, 3, 8h, 8w]` in 0..1, gathered on `out_device`."""
     param = next(vae.parameters())
     flat = rearrange(latents, "b c f h w -> (b f) c h w")
-    frames = []
-    for start in range(0, flat.shape[0], chunk):
-        z = flat[start : start + chunk].to(param.device, param.dtype) / vae.config.scaling_factor
+    count, (h, w) = flat.shape[0], flat.shape[-2:]
+    per_call = frames_per_call(chunk, count, frame_bytes(vae, 8 * h, 8 * w, param.dtype), param.device, free_bytes)
+
+    def run(start: int, stop: int) -> torch.Tensor:
+        z = flat[start:stop].to(param.device, param.dtype) / vae.config.scaling_factor
         pixels = vae.decode(z).sample
-        frames.append(((pixels.float() + 1) / 2).clamp(0, 1).to(out_device))
-    return torch.cat(frames)
+        return ((pixels.float() + 1) / 2).clamp(0, 1).to(out_device)
+
+    return torch.cat(_in_chunks(run, count, per_call, chunk == AUTO))
 
 
 @torch.no_grad()
