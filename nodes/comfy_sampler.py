@@ -17,13 +17,13 @@ from typing import Any, Callable
 import torch
 
 from ..aa2.config import SchedulerSettings
-from ..aa2.sampling.denoiser import training_sigmas
+from ..aa2.sampling.noise_schedule import NoiseSchedule
 from . import host
 
 
 def model_sampling(settings: SchedulerSettings) -> Any:
     """The host's `model_sampling` for these weights (a plain stand-in without ComfyUI)."""
-    sigmas = training_sigmas(settings)
+    sigmas = NoiseSchedule(settings).sigmas
     comfy_sampling = host.comfy_model_sampling
     if comfy_sampling is None:
         return SimpleNamespace(sigmas=sigmas, sigma_min=sigmas[0], sigma_max=sigmas[-1])

@@ -103,11 +103,11 @@ def test_zero_terminal_snr_keeps_the_largest_sigma_finite():
 @pytest.mark.parametrize("schedule", ["normal", "karras", "exponential"])
 @pytest.mark.parametrize("settings", [SchedulerSettings(), MOORE_SCHEDULER], ids=["sd15", "moore"])
 def test_sigma_schedules_span_the_checkpoints_own_range(schedule, settings):
-    from aa2.sampling.denoiser import training_sigmas
+    from aa2.sampling.noise_schedule import NoiseSchedule
     from aa2.sampling.sigmas import schedule_sigmas
 
     sigmas = schedule_sigmas(settings, schedule, 10)
-    table = training_sigmas(settings)
+    table = NoiseSchedule(settings).sigmas
     assert sigmas.shape == (11,) and sigmas[-1] == 0
     assert bool((sigmas[:-1] > sigmas[1:]).all())
     assert sigmas[0] == pytest.approx(float(table[-1]), rel=1e-4)  # starts at the schedule's top: pure noise

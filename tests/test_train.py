@@ -219,7 +219,7 @@ def test_objective_targets_and_min_snr_weights():
     objective = DiffusionObjective(v_zero, LossSettings(snr_gamma=5.0))
     latents = torch.randn(3, 4, 2, 8, 8)
     noisy, t, target, weights = objective.draw(latents, torch.Generator().manual_seed(0))
-    alpha = objective.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    alpha = objective.schedule.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
     noise = (noisy - alpha.sqrt() * latents) / (1 - alpha).sqrt()
     torch.testing.assert_close(target, alpha.sqrt() * noise - (1 - alpha).sqrt() * latents, atol=1e-4, rtol=1e-4)
     assert objective.snr[-1] == 0  # zero-terminal SNR: the last step is pure noise

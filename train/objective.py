@@ -1,7 +1,8 @@
 """The diffusion objective (paper §3.1, eq. 1): predict the added noise (or velocity) of a noised clip.
 
-Built on diffusers' `DDPMScheduler` with the noise schedule the base checkpoint was trained with
-(`aa2.config.SchedulerSettings`), so training and sampling share one schedule:
+Built on `aa2.sampling.noise_schedule.NoiseSchedule`, the object the sampler's denoiser uses, made from
+the noise schedule the base checkpoint was trained with (`aa2.config.SchedulerSettings`), so training
+and sampling share one schedule and one v/epsilon parametrisation:
 
 * target: the noise for `epsilon`, `alpha_t * noise - sigma_t * x0` for `v_prediction`;
 * zero-terminal SNR (Lin et al. 2024) rescales the betas when the settings ask for it — the last
@@ -17,12 +18,11 @@ Everything random is drawn from the caller's generator, so a step is reproducibl
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import torch
-from diffusers import DDPMScheduler
 
 from aa2.config import SchedulerSettings
+from aa2.sampling.noise_schedule import NoiseSchedule
 
 from .config import LossSettings
 
@@ -42,23 +42,17 @@ def training_schedule(base: SchedulerSettings, loss: LossSettings) -> SchedulerS
     return dataclasses.replace(base, **changes)
 
 
-def ddpm_scheduler(settings: SchedulerSettings) -> DDPMScheduler:
-    accepted = inspect.signature(DDPMScheduler.__init__).parameters
-    return DDPMScheduler(**{k: v for k, v in settings.diffusers_config().items() if k in accepted})
-
-
 class DiffusionObjective:
     """`noisy, timesteps, target, weights = objective.draw(latents, generator)`, then `objective.loss(...)`."""
 
     def __init__(self, settings: SchedulerSettings, loss: LossSettings) -> None:
         self.settings, self.options = settings, loss
-        self.scheduler = ddpm_scheduler(settings)
-        alphas = self.scheduler.alphas_cumprod.double()
-        self.snr = (alphas / (1 - alphas)).float()  # inf-free: alphas_cumprod < 1 at every step
+        self.schedule = NoiseSchedule(settings)
+        self.snr = self.schedule.snr  # inf-free: alphas_cumprod < 1 at every step
 
     @property
     def num_timesteps(self) -> int:
-        return self.scheduler.config.num_train_timesteps
+        return self.schedule.num_timesteps
 
     def draw(self, latents: torch.Tensor, generator: torch.Generator
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,11 +65,8 @@ class DiffusionObjective:
         timesteps = torch.randint(0, self.num_timesteps, (batch,), generator=generator)
         noise = noise.to(latents.device)
         latents = latents.float()
-        noisy = self.scheduler.add_noise(latents, noise, timesteps.to(latents.device))
-        if self.settings.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps.to(latents.device))
-        else:
-            target = noise
+        noisy = self.schedule.add_noise(latents, noise, timesteps.to(latents.device))
+        target = self.schedule.training_target(latents, noise, timesteps.to(latents.device))
         return noisy, timesteps.to(latents.device), target, self.weights(timesteps).to(latents.device)
 
     def weights(self, timesteps: torch.Tensor) -> torch.Tensor:

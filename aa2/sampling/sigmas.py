@@ -13,7 +13,7 @@ import torch
 
 from ..config import SchedulerSettings
 from ..errors import AA2InputError
-from .denoiser import training_sigmas
+from .noise_schedule import NoiseSchedule
 
 SCHEDULES = ("normal", "karras", "exponential")
 
@@ -26,7 +26,7 @@ def schedule_sigmas(settings: SchedulerSettings, schedule: str, steps: int, rho:
     """
     if steps < 1:
         raise AA2InputError(f"steps must be at least 1, got {steps}")
-    table = training_sigmas(settings)
+    table = NoiseSchedule(settings).sigmas
     low, high = float(table[0]), float(table[-1])
     if schedule == "normal":
         timesteps = torch.linspace(len(table) - 1, 0, steps + 1)[:-1]
