@@ -8,6 +8,7 @@
 #   bash bench/synthworld.sh [RUN_DIR]            (default runs/synthworld)
 #   VARIANT=aa1 ENV_MASK=agnostic bash bench/synthworld.sh runs/sw-aa1    # an ablation row
 #   SIZE=128 WORLD=runs/sw128-data bash bench/synthworld.sh runs/sw128    # clips of 128x128
+#   TRAIN_SET="data.num_workers=8" ...     # more --set for both train.train stages (a GPU machine's cores)
 #
 # Every step is seeded and skips work that is already done, so a stopped run continues.
 set -euo pipefail
@@ -22,17 +23,20 @@ eval_steps="${EVAL_STEPS:-20}"
 world="${WORLD:-runs/synthworld-data}"  # shared by every variant: the same clips for every row
 size="${SIZE:-64}"                 # clip side in pixels (the figure is about 0.4 of it)
 vae_crop="${VAE_CROP:-64}"         # the VAE trains on random crops of this side, scored on whole frames
+vae_steps="${VAE_STEPS:-2000}"
+videos="${VIDEOS:-512}"            # training clips (the held-out set is always the same 24)
+read -r -a train_set <<< "${TRAIN_SET:-}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
 say() { printf '\n== %s  (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
-say "world: 512 training clips, 24 held-out clips with cross-identity renders (16 frames, ${size}x${size})"
-python -m train.synthworld "$world/train" --videos 512 --frames 16 --size "$size" --split train
+say "world: $videos training clips, 24 held-out clips with cross-identity renders (16 frames, ${size}x${size})"
+python -m train.synthworld "$world/train" --videos "$videos" --frames 16 --size "$size" --split train
 python -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size "$size" --split heldout --cross-identity
 
 if [ ! -f "$world/vae/config.json" ]; then
-  say "VAE (2000 steps of 16 crops of ${vae_crop}x${vae_crop})"
-  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps 2000 --seed 0 \
+  say "VAE ($vae_steps steps of 16 crops of ${vae_crop}x${vae_crop})"
+  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps "$vae_steps" --seed 0 \
     --size "$size" --crop "$vae_crop"
 fi
 
@@ -48,7 +52,7 @@ stage() {  # stage NAME START STEPS
   say "$1 stage ($3 steps)"
   python -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
     --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" \
-    --set "data.size=[$size,$size]" "${resume[@]}"
+    --set "data.size=[$size,$size]" "${train_set[@]/#/--set=}" "${resume[@]}"
 }
 stage image "$run/base.safetensors" "$image_steps"
 stage motion "$run/image/aa2-final.safetensors" "$motion_steps"

@@ -82,16 +82,17 @@ def vae_loss(vae, pixels: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor,
 @torch.no_grad()
 def measure_scaling_factor(vae, frames: torch.Tensor, batch: int = 64) -> float:
     """1 / std of the posterior means over `frames` (uint8): the scale that gives unit-variance latents."""
-    means = [vae.encode(_to_model(frames[i:i + batch])).latent_dist.mean for i in range(0, len(frames), batch)]
+    device = next(vae.parameters()).device
+    means = [vae.encode(_to_model(frames[i:i + batch]).to(device)).latent_dist.mean for i in range(0, len(frames), batch)]
     return float(1.0 / torch.cat(means).std())
 
 
 @torch.no_grad()
 def reconstruction_psnr(vae, frames: torch.Tensor, batch: int = 64) -> float:
     """Mean per-frame PSNR (8-bit, dB) of decode(mean(encode(x))) against x."""
-    scores = []
+    scores, device = [], next(vae.parameters()).device
     for i in range(0, len(frames), batch):
-        truth = frames[i:i + batch].float() / 255
+        truth = frames[i:i + batch].to(device).float() / 255
         decoded = vae.decode(vae.encode(truth * 2 - 1).latent_dist.mean).sample
         decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round() / 255
         mse = ((decoded - truth) ** 2).flatten(1).mean(1).clamp_min(1e-10)
@@ -111,8 +112,11 @@ def random_crops(pixels: torch.Tensor, crop: int, generator: torch.Generator) ->
 
 def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int = 64, steps: int = 4000,
               batch_size: int = 32, learning_rate: float = 1e-3, kl_weight: float = 1e-4, seed: int = 0,
-              eval_data: str | Path | None = None, log_every: int = 100, crop: int | None = None) -> dict[str, float]:
-    """Train, measure the scaling factor, write the diffusers folder and metrics; returns the metrics."""
+              eval_data: str | Path | None = None, log_every: int = 100, crop: int | None = None,
+              device: str | None = None) -> dict[str, float]:
+    """Train, measure the scaling factor, write the diffusers folder and metrics; returns the metrics.
+    `device`: where the VAE trains (default: CUDA when there is one); the frames stay in host memory
+    as uint8 and only each batch moves."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise AA2InputError(f"{out} is not empty: choose a new --out (a trained VAE is never overwritten)")
@@ -124,18 +128,19 @@ def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int =
     frames = read_all_frames(data, size)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    vae = build_vae(shape).train()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    vae = build_vae(shape).to(device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
     started = time.perf_counter()
     crops = f" ({crop}x{crop} crops)" if crop < size else ""
     print(f"train.vae: {len(frames)} frames of {size}x{size}, {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M "
-          f"parameters, {steps} steps of {batch_size}{crops}", flush=True)
+          f"parameters, {steps} steps of {batch_size}{crops} on {device}", flush=True)
     for step in range(1, steps + 1):
         picks = torch.randint(len(frames), (batch_size,), generator=generator)
-        pixels = _to_model(random_crops(frames[picks], crop, generator))
+        pixels = _to_model(random_crops(frames[picks], crop, generator)).to(device)
         flip = torch.rand(batch_size, generator=generator) < 0.5  # mirror images: the same world, twice the views
-        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        pixels = torch.where(flip[:, None, None, None].to(device), pixels.flip(-1), pixels)
         loss, parts = vae_loss(vae, pixels, kl_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,6 +159,7 @@ def train_vae(data: str | Path, out: str | Path, *, shape: VAEShape, size: int =
                "evaluated_frames": len(held), "scaling_factor": scale, "steps": steps, "batch_size": batch_size,
                "size": size, "crop": crop, "seconds": time.perf_counter() - started, "seed": seed}
     vae.register_to_config(scaling_factor=scale)
+    vae.to("cpu")
     tmp = out.with_name(f".{out.name}.tmp")  # written whole, then renamed: never half a VAE
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp)
@@ -184,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="block widths of the four levels (8x downsampling; default 16 32 64 64: the full-resolution level dominates the cost)")
     parser.add_argument("--layers", type=int, default=1, help="resnet layers per level (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="where to train (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
     for name in ("steps", "batch_size", "size", "layers"):
         if getattr(args, name) < 1:
@@ -197,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         metrics = train_vae(args.data, args.out, shape=shape, size=args.size, steps=args.steps,
                             batch_size=args.batch_size, learning_rate=args.lr, kl_weight=args.kl_weight,
-                            seed=args.seed, eval_data=args.eval_data, crop=args.crop)
+                            seed=args.seed, eval_data=args.eval_data, crop=args.crop, device=args.device)
     except AA2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
