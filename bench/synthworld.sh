@@ -26,22 +26,23 @@ vae_crop="${VAE_CROP:-64}"         # the VAE trains on random crops of this side
 vae_steps="${VAE_STEPS:-2000}"
 videos="${VIDEOS:-512}"            # training clips (the held-out set is always the same 24)
 read -r -a train_set <<< "${TRAIN_SET:-}"
+py="${PYTHON:-python}"            # python3 on the GPU machine
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
 say() { printf '\n== %s  (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
 say "world: $videos training clips, 24 held-out clips with cross-identity renders (16 frames, ${size}x${size})"
-python -m train.synthworld "$world/train" --videos "$videos" --frames 16 --size "$size" --split train
-python -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size "$size" --split heldout --cross-identity
+"$py" -m train.synthworld "$world/train" --videos "$videos" --frames 16 --size "$size" --split train
+"$py" -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size "$size" --split heldout --cross-identity
 
 if [ ! -f "$world/vae/config.json" ]; then
   say "VAE ($vae_steps steps of 16 crops of ${vae_crop}x${vae_crop})"
-  python -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps "$vae_steps" --seed 0 \
+  "$py" -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps "$vae_steps" --seed 0 \
     --size "$size" --crop "$vae_crop"
 fi
 
 mkdir -p "$run"
-[ -f "$run/base.safetensors" ] || python -m train.init_model --preset synthworld --variant "$variant" \
+[ -f "$run/base.safetensors" ] || "$py" -m train.init_model --preset synthworld --variant "$variant" \
   --vae "$world/vae" --out "$run/base.safetensors" --seed 0
 
 stage() {  # stage NAME START STEPS
@@ -50,7 +51,7 @@ stage() {  # stage NAME START STEPS
   local resume=()
   [ -f "$out/checkpoints/latest" ] && resume=(--resume)
   say "$1 stage ($3 steps)"
-  python -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
+  "$py" -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
     --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" \
     --set "data.size=[$size,$size]" "${train_set[@]/#/--set=}" "${resume[@]}"
 }
@@ -61,7 +62,7 @@ evaluate() {  # evaluate NAME CHECKPOINT [EXTRA...]
   local name="$1" checkpoint="$2"
   shift 2
   say "scores: $name"
-  python -m train.synthworld_eval --checkpoint "$checkpoint" --data "$world/heldout" --out "$run/scores/$name" \
+  "$py" -m train.synthworld_eval --checkpoint "$checkpoint" --data "$world/heldout" --out "$run/scores/$name" \
     --steps "$eval_steps" --environment-mask "$env_mask" "$@"
 }
 extra=()
