@@ -179,7 +179,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _sampling_options(parser: argparse.ArgumentParser, steps: int) -> None:
     from .pipeline.inputs import SamplingSettings
     from .sampling.k_samplers import K_SAMPLERS
-    from .sampling.schedulers import SAMPLERS
+    from .sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
 
     d = SamplingSettings()
     group = parser.add_argument_group("sampling")

@@ -16,7 +16,7 @@ from ..aa2.pipeline.animate import animate
 from ..aa2.pipeline.inputs import ENVIRONMENT_MODES, AnimationInputs, SamplingSettings, match_pose_length
 from ..aa2.pipeline.offload import OFFLOAD_MODES, PartPlacement, working_bytes
 from ..aa2.pipeline.reference import encode_reference
-from ..aa2.sampling.schedulers import SAMPLERS
+from ..aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
 from . import host
 from .boundary import (frames_to_image, image_to_frames, latents_to_latent, mask_to_frames, match_frames,

@@ -12,7 +12,7 @@ from aa2.pipeline.inputs import AnimationInputs, SamplingSettings, clip_seed, pl
 from aa2.pipeline.reference import encode_reference
 from aa2.pipeline.vae_codec import encode_frames
 from aa2.sampling.k_samplers import K_SAMPLERS
-from aa2.sampling.schedulers import SAMPLERS
+from aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
 from aa2.weights.sources import ModelSources, load_model
 
 H = W = 64

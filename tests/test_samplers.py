@@ -1,4 +1,4 @@
-"""Schedulers by name and the k-diffusion-style denoiser."""
+"""Schedulers by name, their k-diffusion-style wrappers, and the denoiser they all drive."""
 
 import math
 
@@ -9,7 +9,9 @@ from diffusers import EulerDiscreteScheduler
 from aa2.config import MOORE_SCHEDULER, SchedulerSettings
 from aa2.errors import AA2InputError
 from aa2.sampling.denoiser import Denoiser
-from aa2.sampling.schedulers import SAMPLERS, make_scheduler, step_kwargs
+from aa2.sampling.noise_schedule import NoiseSchedule
+from aa2.sampling.registry import SAMPLERS, default_sigmas
+from aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS, make_scheduler, step_kwargs
 
 
 def toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -18,7 +20,7 @@ def toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return 0.3 * x * torch.cos(t / 300) + t / 2000
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", list(DIFFUSERS_SCHEDULERS))
 @pytest.mark.parametrize("settings", [SchedulerSettings(), MOORE_SCHEDULER], ids=["sd15", "moore"])
 def test_every_named_sampler_runs_under_the_checkpoint_schedule(name, settings):
     scheduler = make_scheduler(name, settings)
@@ -112,3 +114,79 @@ def test_sigma_schedules_span_the_checkpoints_own_range(schedule, settings):
     assert bool((sigmas[:-1] > sigmas[1:]).all())
     assert sigmas[0] == pytest.approx(float(table[-1]), rel=1e-4)  # starts at the schedule's top: pure noise
     assert float(sigmas[-2]) >= float(table[0]) * 0.999
+
+
+# ---------------------------------------------------------------------------------- wrapped schedulers
+
+def _plain_diffusers(name, settings, steps, noise, seed):
+    """The scheduler stepped as a diffusers pipeline steps it, on the toy network."""
+    scheduler = make_scheduler(name, settings)
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(toy_model(scheduler.scale_model_input(x, t), t), t, x,
+                           **step_kwargs(scheduler, generator)).prev_sample
+    return x, scheduler.timesteps
+
+
+@pytest.mark.parametrize("name", list(DIFFUSERS_SCHEDULERS))
+@pytest.mark.parametrize("settings", [SchedulerSettings(), MOORE_SCHEDULER,
+                                      SchedulerSettings(timestep_spacing="linspace")], ids=["sd15", "moore", "linspace"])
+def test_wrapped_scheduler_samples_as_plain_diffusers_stepping(name, settings):
+    noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    want, timesteps = _plain_diffusers(name, settings, 4, noise, seed=5)
+    schedule = NoiseSchedule(settings)
+    seen = []
+
+    def network(x, t):
+        seen.append(t)
+        return toy_model(x, t)
+
+    sigmas = default_sigmas(SAMPLERS[name], schedule, 4)
+    got = SAMPLERS[name](Denoiser(network, schedule), noise * sigmas[0], sigmas,
+                         extra_args={"generator": torch.Generator().manual_seed(5)})
+    # the network runs at diffusers' own timesteps (exactly, fractional ones of linspace Euler included)
+    torch.testing.assert_close(torch.cat(seen), timesteps.float(), rtol=0, atol=1e-3 if name.startswith("euler") else 0)
+    # float32 rounding of the VE <-> diffusers-sample conversions and of eps/v -> x0 -> eps/v, at every
+    # step; measured at most 4e-7 of the latents' largest value (the toy network lets them grow to ~60)
+    torch.testing.assert_close(got, want, rtol=0, atol=4e-6 * float(want.abs().max()))
+
+
+def test_wrapped_ddim_keeps_the_checkpoints_last_step():
+    """Moore's set_alpha_to_one lands on a clean sample; SD1.5's stops at ᾱ₀ and the wrapper returns that
+    sample as diffusers' pipelines do (the sigmas still end at 0)."""
+    for settings, clean in ((MOORE_SCHEDULER, True), (SchedulerSettings(), False)):
+        schedule = NoiseSchedule(settings)
+        sigmas = SAMPLERS["ddim"].sigmas(schedule, 3)
+        assert sigmas[-1] == 0
+        noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+        calls = []
+
+        def callback(info):
+            calls.append(info["denoised"])
+
+        x = SAMPLERS["ddim"](Denoiser(toy_model, schedule), noise * sigmas[0], sigmas, callback=callback)
+        assert len(calls) == 3
+        assert torch.allclose(x, calls[-1], atol=1e-5) == clean
+
+
+def test_the_seeded_generator_reaches_schedulers_that_draw_noise():
+    schedule = NoiseSchedule(SchedulerSettings())
+    noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for name in ("euler_ancestral", "lcm"):
+        sigmas = default_sigmas(SAMPLERS[name], schedule, 3)
+
+        def run(seed):
+            return SAMPLERS[name](Denoiser(toy_model, schedule), noise * sigmas[0], sigmas,
+                                  extra_args={"generator": torch.Generator().manual_seed(seed)})
+
+        assert torch.equal(run(1), run(1))
+        assert not torch.allclose(run(1), run(2))
+
+
+def test_a_wrapped_scheduler_refuses_sigmas_that_are_not_its_own():
+    schedule = NoiseSchedule(SchedulerSettings())
+    sigmas = torch.tensor([14.6, 3.0, 0.5, 0.0])
+    with pytest.raises(AA2InputError, match="k_euler"):
+        SAMPLERS["ddim"](Denoiser(toy_model, schedule), torch.randn(1, 4, 1, 4, 4) * 14.6, sigmas)

@@ -27,7 +27,7 @@ from ..errors import AA2Cancelled, AA2InputError
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
 from ..sampling.denoiser import Denoiser
-from ..sampling.schedulers import SAMPLERS, make_scheduler, step_kwargs
+from ..sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS, make_scheduler, step_kwargs
 from .reference import EncodedReference
 
 StepCallback = Callable[[torch.Tensor], None]  # called after every step with the current x0 estimate

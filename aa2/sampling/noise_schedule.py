@@ -100,6 +100,16 @@ class NoiseSchedule:
         fraction = (log_sigma - low) / (high - low)
         return (index - 1 + fraction).to(sigma.device)
 
+    def t_to_sigma(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Sigma of (fractional) timesteps, interpolated in log-sigma so that `sigma_to_t` inverts it;
+        a whole timestep gives its table entry exactly."""
+        t = timesteps.float().cpu()
+        low = t.floor().long().clamp(0, self.num_timesteps - 1)
+        high = t.ceil().long().clamp(0, self.num_timesteps - 1)
+        weight = t - low
+        between = ((1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]).exp()
+        return torch.where(weight == 0, self.sigmas[low], between)
+
     def x0_from_prediction(self, x: torch.Tensor, sigma: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """The clean latents from the network's epsilon or v at `x = x0 + sigma noise`; `sigma`
         broadcasts against `x` (`[B, 1, ...]`). The network saw `x / sqrt(sigma^2 + 1)`."""
