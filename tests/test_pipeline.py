@@ -12,7 +12,7 @@ from aa2.pipeline.inputs import AnimationInputs, SamplingSettings, clip_seed, pl
 from aa2.pipeline.reference import encode_reference
 from aa2.pipeline.vae_codec import encode_frames
 from aa2.sampling.k_samplers import K_SAMPLERS
-from aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
+from aa2.sampling.registry import SAMPLERS
 from aa2.weights.sources import ModelSources, load_model
 
 H = W = 64
@@ -213,11 +213,19 @@ def test_pasting_puts_back_the_exact_pixels_outside_the_feathered_mask(tiny_mode
 # ---------------------------------------------------------------------------------- samplers
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_every_named_sampler_renders(moore_model, name):
-    result = animate(moore_model, _inputs(frames=4, environment=False, objects=False, depth=False),
-                     SamplingSettings(steps=2, clip_length=4, sampler=name))
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_registry_sampler_renders_and_keeps_the_known_region(moore_model, name):
+    """Moore weights blend the environment: outside the mask the latents are held, whichever sampler runs."""
+    from aa2.conditioning.masks import environment_frames, latent_mask
+
+    inputs = _inputs(frames=4, objects=False, depth=False)
+    result = animate(moore_model, inputs, SamplingSettings(steps=2, clip_length=4, sampler=name))
     assert torch.isfinite(result.latents).all()
+    env = encode_frames(moore_model.vae, environment_frames(inputs.environment, inputs.mask))
+    outside = latent_mask(inputs.mask)[:, 0] < 0.5  # [F, h, w]
+    got, want = result.latents[0].permute(1, 2, 3, 0), env[0].permute(1, 2, 3, 0)  # [F, h, w, 4]
+    assert torch.equal(got[outside], want[outside])
+    assert not torch.allclose(got[~outside], want[~outside])
 
 
 @pytest.mark.parametrize("name", sorted(K_SAMPLERS))

@@ -10,7 +10,7 @@ from aa2.config import MOORE_SCHEDULER, SchedulerSettings
 from aa2.errors import AA2InputError
 from aa2.sampling.denoiser import Denoiser
 from aa2.sampling.noise_schedule import NoiseSchedule
-from aa2.sampling.registry import SAMPLERS, default_sigmas
+from aa2.sampling.registry import SAMPLERS, sampler_sigmas
 from aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS, make_scheduler, step_kwargs
 
 
@@ -143,7 +143,7 @@ def test_wrapped_scheduler_samples_as_plain_diffusers_stepping(name, settings):
         seen.append(t)
         return toy_model(x, t)
 
-    sigmas = default_sigmas(SAMPLERS[name], schedule, 4)
+    sigmas = sampler_sigmas(SAMPLERS[name], schedule, 4)
     got = SAMPLERS[name](Denoiser(network, schedule), noise * sigmas[0], sigmas,
                          extra_args={"generator": torch.Generator().manual_seed(5)})
     # the network runs at diffusers' own timesteps (exactly, fractional ones of linspace Euler included)
@@ -175,7 +175,7 @@ def test_the_seeded_generator_reaches_schedulers_that_draw_noise():
     schedule = NoiseSchedule(SchedulerSettings())
     noise = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     for name in ("euler_ancestral", "lcm"):
-        sigmas = default_sigmas(SAMPLERS[name], schedule, 3)
+        sigmas = sampler_sigmas(SAMPLERS[name], schedule, 3)
 
         def run(seed):
             return SAMPLERS[name](Denoiser(toy_model, schedule), noise * sigmas[0], sigmas,

@@ -27,8 +27,9 @@ from ..checks import is_finite
 from ..errors import AA2Error, AA2InputError, worded
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
+from ..sampling.registry import SamplerFunction, check_custom_sigmas, sampler_function
 from ..sampling.sigmas import check_sigmas
-from .clip_denoiser import GuidedModel, KnownLatents, KSampler, denoise_clip
+from .clip_denoiser import GuidedModel, KnownLatents, denoise_clip
 from .inputs import AnimationInputs, ClipPlan, SamplingSettings, plan_clips
 from .offload import MoveObserver, PartPlacement
 from .reference import EncodedReference, encode_reference
@@ -92,7 +93,7 @@ def animate(
     settings: SamplingSettings = SamplingSettings(),
     *,
     reference: EncodedReference | None = None,
-    sampler: KSampler | None = None,
+    sampler: SamplerFunction | None = None,
     sigmas: torch.Tensor | None = None,
     latents: torch.Tensor | None = None,
     progress: Progress | None = None,
@@ -102,7 +103,8 @@ def animate(
     on_move: MoveObserver | None = None,
 ) -> AnimationResult:
     """Render every frame of `inputs`. `latents` (`[1, 4, F, h, w]`, unit variance) replaces the seeded
-    initial noise; `sampler` + `sigmas` replace the named scheduler with a k-diffusion-style sampler.
+    initial noise; `sampler` (a function in k-diffusion's convention, e.g. a ComfyUI SAMPLER's) replaces
+    the registry's `settings.sampler`, and `sigmas` any sampler's own noise levels.
 
     `device`: where the parts compute (None: where the DenoisingNet is). With `settings.offload`
     "model", each part is there only during its phases and rests on `offload_device` otherwise, also
@@ -112,8 +114,10 @@ def animate(
     check_model_takes(model, inputs)
     config = model.config
     length = settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
+    sampler = sampler or sampler_function(settings.sampler)
     if sigmas is not None:
         check_sigmas(sigmas)
+        check_custom_sigmas(sampler, sigmas)
     h, w = inputs.size[0] // 8, inputs.size[1] // 8
     if latents is not None and tuple(latents.shape) != (1, 4, inputs.frames, h, w):
         raise AA2InputError(f"latents must be [1, 4, F, h, w] = {(1, 4, inputs.frames, h, w)}, got {tuple(latents.shape)}")
@@ -125,7 +129,7 @@ def animate(
 
 def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings, placement: PartPlacement,
             length: int, use_input: bool, use_blend: bool, *, reference: EncodedReference | None,
-            sampler: KSampler | None, sigmas: torch.Tensor | None, latents: torch.Tensor | None,
+            sampler: SamplerFunction, sigmas: torch.Tensor | None, latents: torch.Tensor | None,
             progress: Progress | None, cancel: Callable[[], bool] | None) -> AnimationResult:
     """`animate` once its inputs are checked: the reference, then clip by clip, each phase's part placed."""
     height, width = inputs.size
@@ -133,7 +137,6 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
     if reference is None:
         reference = encode_reference(model, inputs.reference, (height, width), settings.clip_crop, placement)
     reference.check(model, (height, width))
-    named = settings.sampler if settings.sampler != "default" else "ddim"
     plans = plan_clips(inputs.frames, length, settings.motion_frames, settings.overlap, settings.seed)
     total = len(plans) * settings.steps
     device = placement.device
@@ -177,7 +180,7 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
         known = _known_latents(plan, carried, env_latents, env_mask, noise.to(device), window, h, w, device)
 
         clean = denoise_clip(
-            guided, noise.to(device), steps=settings.steps, sampler=sampler or named, generator=generator,
+            guided, noise.to(device), steps=settings.steps, sampler=sampler, generator=generator,
             known=known, sigmas=sigmas, on_step=on_step, cancel=cancel,
         )
         if not is_finite(clean):  # a sampler that reports no steps (or a bad last one) is caught here

@@ -1,18 +1,19 @@
-"""Denoising one clip: classifier-free guidance, latents held fixed, and the sampler loop.
+"""Denoising one clip: classifier-free guidance, latents held fixed, and the one sampler loop.
 
-Two kinds of sampler drive the same guided model:
-
-* a diffusers scheduler by name (`aa2.sampling.schedulers.SAMPLERS`), always under the noise
-  schedule the checkpoint was trained with;
-* any function in k-diffusion's convention, `sample(model, x, sigmas, extra_args, callback)`, over
-  the model as a denoiser `D(x, sigma) -> x0` (ComfyUI's samplers are such functions).
+Every sampler is a function in k-diffusion's convention, `sample(model, x, sigmas, extra_args,
+callback)`, over the guided model as a denoiser `D(x, sigma) -> x0`: a name from
+`aa2.sampling.registry.SAMPLERS` (diffusers' schedulers wrapped, `k_` samplers written out), or any
+such function, ComfyUI's samplers included.
 
 *Known latents* are regions held fixed while the rest is denoised: the motion frames carried over
 from the previous clip, and — for weights that never learned the environment input — the
-environment outside the character mask. At every step the known region is replaced by the known
-latents noised to that step's level, and the result keeps them exactly (the usual latent
-inpainting scheme; the known region is re-noised with the clip's initial noise, so the replacement
-is consistent from step to step and the initial latents alone decide a deterministic sampler's result).
+environment outside the character mask. At every model call the known region of `x` is replaced by
+the known latents noised to that call's sigma, `known + sigma * noise`, and the region of the
+denoised result by the known latents themselves; the sampler's result keeps them exactly (the usual
+latent inpainting scheme; the known region is re-noised with the clip's initial noise, so the
+replacement is consistent from step to step and the initial latents alone decide a deterministic
+sampler's result). Samplers only combine `x` and `x0` element by element, so holding what the
+denoiser sees is the same as holding the sampler's state, whichever sampler it is.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from typing import Callable
 
 import torch
 
-from ..errors import AA2Cancelled, AA2InputError
+from ..errors import AA2Cancelled
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
 from ..sampling.denoiser import Denoiser
-from ..sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS, make_scheduler, step_kwargs
+from ..sampling.noise_schedule import NoiseSchedule
+from ..sampling.registry import SamplerFunction, sampler_function, sampler_sigmas
 from .reference import EncodedReference
 
 StepCallback = Callable[[torch.Tensor], None]  # called after every step with the current x0 estimate
-KSampler = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -89,67 +90,56 @@ class GuidedModel:
         return uncond + self.cfg * (cond - uncond)
 
 
+class HeldDenoiser:
+    """`D(x, sigma) -> x0` for one clip: the guided model's denoiser with the known region held (going in
+    at `known + sigma * noise`, coming out at `known`) and the run's cancel checked at every call.
+
+    `noise_schedule` is the denoiser's, for samplers that step a diffusers scheduler.
+    """
+
+    def __init__(self, denoiser: Denoiser, known: KnownLatents | None, cancel: Callable[[], bool] | None) -> None:
+        self.denoiser, self.known, self.cancel = denoiser, known, cancel
+        self.noise_schedule: NoiseSchedule = denoiser.noise_schedule
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: object) -> torch.Tensor:
+        _check(self.cancel)
+        known = self.known
+        if known is None:
+            return self.denoiser(x, sigma)
+        s = torch.as_tensor(sigma).reshape(-1)[0]
+        denoised = self.denoiser(known.hold(x, known.latents + s * known.noise), sigma)
+        return known.hold(denoised, known.latents)
+
+
 def denoise_clip(
     guided: GuidedModel,
     noise: torch.Tensor,
     *,
     steps: int,
-    sampler: str | KSampler,
+    sampler: str | SamplerFunction,
     generator: torch.Generator,
     known: KnownLatents | None = None,
     sigmas: torch.Tensor | None = None,
     on_step: StepCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """Denoise `noise [1, 4, F, h, w]` (unit variance) into clean latents of the same shape."""
-    settings = guided.model.config.scheduler
-    with guided.bound():
-        if callable(sampler):
-            return _k_diffusion_loop(guided, noise, sampler, steps, sigmas, known, on_step, cancel)
-        if sampler not in SAMPLERS:
-            raise AA2InputError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if sigmas is not None:
-            raise AA2InputError("custom sigmas need a k-diffusion-style sampler function, not a named scheduler")
-        scheduler = make_scheduler(sampler, settings)
-        scheduler.set_timesteps(steps, device=noise.device)
-        x = noise * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            _check(cancel)
-            if known is not None:
-                x = known.hold(x, scheduler.add_noise(known.latents, known.noise, t.reshape(1)))
-            prediction = guided(scheduler.scale_model_input(x, t), t)
-            out = scheduler.step(prediction, t, x, **step_kwargs(scheduler, generator))
-            x = out.prev_sample
-            if on_step is not None:
-                estimate = getattr(out, "pred_original_sample", None)
-                on_step(estimate if estimate is not None else x)
-        return x if known is None else known.hold(x, known.latents)
+    """Denoise `noise [1, 4, F, h, w]` (unit variance) into clean latents of the same shape.
 
-
-def default_sigmas(guided: GuidedModel, steps: int) -> torch.Tensor:
-    """The checkpoint's own schedule as sigmas (Euler's discretisation of its timesteps), ending at 0."""
-    scheduler = make_scheduler("euler", guided.model.config.scheduler)
-    scheduler.set_timesteps(steps)
-    return scheduler.sigmas.float()
-
-
-def _k_diffusion_loop(guided, noise, sampler, steps, sigmas, known, on_step, cancel) -> torch.Tensor:
+    `sampler`: a registry name or a function in k-diffusion's convention; `sigmas`: its noise levels
+    (default: the sampler's own for `steps`). `generator` seeds samplers that draw noise.
+    """
+    function = sampler_function(sampler) if isinstance(sampler, str) else sampler
     denoiser = Denoiser(guided, guided.model.config.scheduler)
-    sigmas = (default_sigmas(guided, steps) if sigmas is None else sigmas.float()).to(noise.device)
-
-    def model(x: torch.Tensor, sigma: torch.Tensor, **_: object) -> torch.Tensor:
-        _check(cancel)
-        if known is not None:
-            s = sigma.reshape(-1)[0]
-            x = known.hold(x, known.latents + s * known.noise)
-        denoised = denoiser(x, sigma)
-        return denoised if known is None else known.hold(denoised, known.latents)
+    sigmas = sampler_sigmas(function, denoiser.noise_schedule, steps, sigmas).to(noise.device)
+    model = HeldDenoiser(denoiser, known, cancel)
 
     def callback(info: dict) -> None:
         if on_step is not None:
             on_step(info["denoised"])
 
-    x = sampler(model, noise * sigmas[0], sigmas, extra_args={}, callback=callback, disable=True)
+    with guided.bound():
+        x = function(model, noise * sigmas[0], sigmas, extra_args={"generator": generator}, callback=callback,
+                     disable=True)
     return x if known is None else known.hold(x, known.latents)
 
 

@@ -49,14 +49,20 @@ def sampler_function(name: str) -> SamplerFunction:
     return SAMPLERS[DEFAULT_SAMPLER if name == "default" else name]
 
 
-def follows_custom_sigmas(sampler: SamplerFunction) -> bool:
-    """Whether `sampler` steps on any sigmas it is given (a diffusers scheduler keeps its own timesteps)."""
-    return not isinstance(sampler, SchedulerSampler)
+def check_custom_sigmas(sampler: SamplerFunction, sigmas: torch.Tensor | None) -> None:
+    """Refuse custom sigmas for a sampler that keeps a diffusers scheduler's own timesteps."""
+    if sigmas is not None and isinstance(sampler, SchedulerSampler):
+        raise AA2InputError(f"custom sigmas need a k-diffusion-style sampler (k_euler, k_dpmpp_2m or a ComfyUI "
+                            f"SAMPLER); {sampler.name} steps on its diffusers scheduler's own timesteps")
 
 
-def default_sigmas(sampler: SamplerFunction, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    """`[steps + 1]` noise levels for `sampler` when none are given: a diffusers scheduler's own
-    timesteps, else diffusers Euler's discretisation of the checkpoint's schedule."""
+def sampler_sigmas(sampler: SamplerFunction, schedule: NoiseSchedule, steps: int,
+                   sigmas: torch.Tensor | None = None) -> torch.Tensor:
+    """The noise levels `sampler` walks: `sigmas` if given, else its own for `steps` — a diffusers
+    scheduler's timesteps, or diffusers Euler's discretisation of the checkpoint's schedule."""
+    check_custom_sigmas(sampler, sigmas)
+    if sigmas is not None:
+        return sigmas.float()
     if isinstance(sampler, SchedulerSampler):
         return sampler.sigmas(schedule, steps)
     return euler_sigmas(schedule, steps)
