@@ -18,7 +18,6 @@ and the command exits with 130; a second Ctrl-C stops at once.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import sys
 import threading
@@ -262,22 +261,19 @@ class ProgressBar:
 
 
 def render(model, inputs: AnimationInputs, settings: SamplingSettings, out: Path, fps: float, *,
-           sampler: str = "default", show_progress: bool = True,
-           on_result: Callable[[AnimationResult], None] | None = None, device: torch.device | None = None) -> int:
+           show_progress: bool = True, on_result: Callable[[AnimationResult], None] | None = None,
+           device: torch.device | None = None) -> int:
     """Run the pipeline under Ctrl-C cancellation and write `out`; the exit status (0, or 130 if
-    cancelled). `sampler` is a scheduler name, "default", or a `k_` sampler name. `on_result` is
+    cancelled). `settings.sampler` names any sampler of `aa2.sampling.registry`. `on_result` is
     given the frames before the video codec touches them (the demo scores them). `device`: where the
     model computes (None: where it is); with `settings.offload` "model" its parts rest on the CPU."""
     from .pipeline.animate import animate
-    from .sampling.k_samplers import K_SAMPLERS
 
-    function = K_SAMPLERS.get(sampler)
-    settings = dataclasses.replace(settings, sampler="default" if function else sampler)
     bar = ProgressBar(show_progress)
     started = time.perf_counter()
     try:
         with ctrl_c_cancels() as cancel:
-            result = animate(model, inputs, settings, sampler=function, progress=bar, cancel=cancel, device=device)
+            result = animate(model, inputs, settings, progress=bar, cancel=cancel, device=device)
     except AA2Cancelled:
         bar.close()
         print(f"cancelled after {bar.done} of {bar.total} steps; nothing was written. The models are unchanged.",

@@ -108,7 +108,7 @@ def _settings(args: argparse.Namespace):
         steps=args.steps, cfg=args.cfg, seed=args.seed, clip_length=args.clip_length,
         motion_frames=args.motion_frames, overlap=args.overlap, environment=args.environment,
         paste_environment=args.paste_environment, feather=args.feather, vae_chunk=args.vae_chunk,
-        offload="model" if getattr(args, "low_vram", False) else "none",
+        offload="model" if getattr(args, "low_vram", False) else "none", sampler=args.sampler,
     )
 
 
@@ -152,8 +152,7 @@ def _animate(args: argparse.Namespace) -> int:
           f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps"
           + (", low VRAM (one part of the model on the device at a time)" if args.low_vram else ""))
     fps = args.fps if args.fps is not None else source_fps(files, args.stride)
-    return render(model, inputs, settings, out, fps, sampler=args.sampler, show_progress=not args.quiet,
-                  device=device)
+    return render(model, inputs, settings, out, fps, show_progress=not args.quiet, device=device)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -178,16 +177,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _sampling_options(parser: argparse.ArgumentParser, steps: int) -> None:
     from .pipeline.inputs import SamplingSettings
-    from .sampling.k_samplers import K_SAMPLERS
-    from .sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
+    from .sampling.registry import SAMPLER_CHOICES
 
     d = SamplingSettings()
     group = parser.add_argument_group("sampling")
     group.add_argument("--steps", type=int, default=steps)
     group.add_argument("--cfg", type=float, default=d.cfg, help="guidance scale (1 turns guidance off)")
     group.add_argument("--seed", type=int, default=d.seed)
-    group.add_argument("--sampler", choices=["default", *SAMPLERS, *K_SAMPLERS], default="default",
-                       help="default: DDIM under the checkpoint's own schedule; k_*: k-diffusion-style samplers")
+    group.add_argument("--sampler", choices=SAMPLER_CHOICES, default=d.sampler,
+                       help="default: DDIM under the checkpoint's own schedule; the others are diffusers' schedulers "
+                       "under that schedule, and k_* k-diffusion-style samplers")
     group.add_argument("--clip-length", dest="clip_length", type=int, default=None,
                        help="frames per clip (default: what the motion module was trained on, 16)")
     group.add_argument("--motion-frames", dest="motion_frames", type=int, default=d.motion_frames,

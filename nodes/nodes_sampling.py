@@ -16,7 +16,7 @@ from ..aa2.pipeline.animate import animate
 from ..aa2.pipeline.inputs import ENVIRONMENT_MODES, AnimationInputs, SamplingSettings, match_pose_length
 from ..aa2.pipeline.offload import OFFLOAD_MODES, PartPlacement, working_bytes
 from ..aa2.pipeline.reference import encode_reference
-from ..aa2.sampling.schedulers import DIFFUSERS_SCHEDULERS as SAMPLERS
+from ..aa2.sampling.registry import SAMPLER_CHOICES, follows_custom_sigmas, sampler_function
 from ..aa2.sampling.sigmas import SCHEDULES, schedule_sigmas
 from . import host
 from .boundary import (frames_to_image, image_to_frames, latents_to_latent, mask_to_frames, match_frames,
@@ -24,7 +24,7 @@ from .boundary import (frames_to_image, image_to_frames, latents_to_latent, mask
 from .comfy_sampler import host_sampler
 
 CATEGORY = "AnimateAnyone2/sampling"
-SAMPLER_NAMES = ["default", *SAMPLERS]
+SAMPLER_NAMES = list(SAMPLER_CHOICES)
 OFFLOAD_INPUT = (["auto", *OFFLOAD_MODES], {"default": "auto", "tooltip":
                  "Low-VRAM mode. none: the whole model on the GPU (fastest). model: only the part running now "
                  "(CLIP, ReferenceNet, VAE or the denoising UNet) is on the GPU, the rest waits in RAM — about "
@@ -112,8 +112,9 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
     settings = SamplingSettings(steps=steps, cfg=cfg, sampler=sampler_name, seed=seed, clip_length=clip_length,
                                 motion_frames=motion_frames, overlap=overlap, environment=environment,
                                 paste_environment=paste_environment, offload=mode)
-    if sigmas is not None and sampler is None:
-        raise AA2InputError("SIGMAS need a SAMPLER too (e.g. KSamplerSelect): connect both, or neither")
+    if sigmas is not None and sampler is None and not follows_custom_sigmas(sampler_function(sampler_name)):
+        raise AA2InputError(f"SIGMAS need a SAMPLER too (e.g. KSamplerSelect) or a k_* sampler_name: "
+                            f"{sampler_name} steps on its diffusers scheduler's own timesteps")
     k_sampler = host_sampler(sampler, model.config.scheduler, seed) if sampler is not None else None
     progress = host.Progress(1, node_id)  # the pipeline reports the real total (all steps of all clips)
     preview = host.latent_previewer()
@@ -151,7 +152,8 @@ def _common_inputs(long_video: bool) -> dict:
         "cfg": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 20.0, "step": 0.1, "tooltip":
                           "Guidance scale (1 = off, twice as fast). Animate Anyone uses about 3.5."}),
         "sampler_name": (SAMPLER_NAMES, {"default": "default", "tooltip": "'default' = DDIM under the "
-                         "checkpoint's own schedule. A connected SAMPLER input overrides this."}),
+                         "checkpoint's own schedule, as are the other diffusers schedulers; k_* are "
+                         "k-diffusion-style and also follow connected SIGMAS. A connected SAMPLER overrides this."}),
         "environment": (list(ENVIRONMENT_MODES), {"default": "auto", "tooltip": "How the driving video's scene is "
                         "kept: 'input' feeds it to the model (AA2 weights), 'blend' pastes it into the latents "
                         "at every step (works with Animate Anyone 1 / Moore weights); 'auto' picks by the weights."}),
@@ -174,7 +176,8 @@ def _common_inputs(long_video: bool) -> dict:
         "agnostic_mask": ("MASK", {"tooltip": "From Shape Agnostic Mask: where the character is replaced."}),
         "object_frames": ("IMAGE", {"tooltip": "From Object Segment: the objects the character touches."}),
         "sampler": ("SAMPLER", {"tooltip": "Any ComfyUI sampler (KSamplerSelect, ...) instead of sampler_name."}),
-        "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (AA2 Sigmas gives the checkpoint's range); needs SAMPLER."}),
+        "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (AA2 Sigmas gives the checkpoint's range); needs a "
+                   "SAMPLER or a k_* sampler_name."}),
         "noise": ("NOISE", {"tooltip": "Initial noise for every frame (RandomNoise, as SamplerCustomAdvanced "
                   "takes it) instead of the seed's; its seed then also seeds the sampler's per-step noise."}),
         "release_model": ("BOOLEAN", {"default": False, "tooltip": "Move the model off the GPU when done."}),

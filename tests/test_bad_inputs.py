@@ -83,8 +83,6 @@ def test_clip_length_zero_is_refused_not_taken_as_the_default():
 
 @pytest.mark.parametrize("sampler", ["ddim", "k_euler"])
 def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, sampler):
-    from aa2.sampling.k_samplers import K_SAMPLERS
-
     real = clip_denoiser.GuidedModel.__call__
     calls = {"n": 0}
 
@@ -95,11 +93,10 @@ def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, s
 
     monkeypatch.setattr(clip_denoiser.GuidedModel, "__call__", nan_from_the_second_call)
     seen = []
-    k_sampler = K_SAMPLERS.get(sampler)
-    settings = SamplingSettings(steps=3, clip_length=3, sampler="default" if k_sampler else sampler)
+    settings = SamplingSettings(steps=3, clip_length=3, sampler=sampler)
     inputs = AnimationInputs(reference=torch.rand(3, H, W), pose=torch.rand(3, 3, H, W))
     with pytest.raises(AA2Error, match="sampling diverged at step 2 of 3"):
-        pipeline.animate(tiny_model, inputs, settings, sampler=k_sampler, progress=lambda d, t, x: seen.append(d))
+        pipeline.animate(tiny_model, inputs, settings, progress=lambda d, t, x: seen.append(d))
     assert seen == [1]  # stopped at once: no further steps, nothing decoded
 
 

@@ -138,6 +138,23 @@ def test_sigmas_without_a_sampler_are_refused(nodes, hosted, pose, pack):
         _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, sigmas=sigmas)
 
 
+@pytest.mark.parametrize("sampler_name", ["default", "ddim", "euler", "euler_ancestral", "dpmpp_2m",
+                                          "dpmpp_2m_karras", "unipc", "lcm", "k_euler", "k_dpmpp_2m"])
+def test_every_dropdown_sampler_renders_through_the_node(nodes, hosted, pose, sampler_name):
+    assert sampler_name in nodes.nodes_sampling.SAMPLER_NAMES  # the list is the registry's (test_sampler_registry)
+    frames, latent = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, sampler_name=sampler_name)
+    assert frames.shape == (F, H, W, 3) and torch.isfinite(latent["samples"]).all()
+
+
+def test_a_k_sampler_name_follows_connected_sigmas_without_a_sampler(nodes, hosted, pose, pack, monkeypatch):
+    guided = pack.aa2.pipeline.clip_denoiser.GuidedModel
+    real, calls = guided.__call__, []
+    monkeypatch.setattr(guided, "__call__", lambda self, x, t: calls.append(t) or real(self, x, t))
+    (sigmas,) = nodes.nodes_sampling.AA2Sigmas().sigmas(hosted, "karras", 3)
+    frames, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, sampler_name="k_euler", sigmas=sigmas, steps=20)
+    assert torch.isfinite(frames).all() and len(calls) == 3  # the sigmas' three steps, not the widget's 20
+
+
 def test_sampler_node_refuses_more_than_one_clip(nodes, hosted, pack):
     node = nodes.nodes_pose.PoseDepthModulate()
     pose, _, _ = node.prepare(W, H, list(nodes.nodes_pose.CONVENTIONS)[0], skeleton_images=_image(40, seed=1))

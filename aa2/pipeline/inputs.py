@@ -16,6 +16,7 @@ import torch
 from ..checks import first_non_finite, is_finite
 from ..errors import AA2InputError, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
+from ..sampling.registry import check_sampler_name
 from .offload import OffloadMode, check_offload
 from .vae_codec import AUTO, DEFAULT_CHUNK
 
@@ -134,7 +135,7 @@ class SamplingSettings:
 
     steps: int = 20
     cfg: float = 3.5  # Moore-AnimateAnyone's default guidance scale
-    sampler: str = "default"
+    sampler: str = "default"  # any of aa2.sampling.registry.SAMPLER_CHOICES; "default": DDIM
     seed: int = 0
     clip_length: int | None = None  # None: what the motion modules were trained on (16)
     motion_frames: int = 1  # frames of the previous clip carried as latents (the paper uses 1)
@@ -169,6 +170,7 @@ class SamplingSettings:
             raise AA2InputError(f"environment must be one of {', '.join(ENVIRONMENT_MODES)}, got {self.environment!r}")
         if self.clip_crop not in CLIP_CROPS:
             raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
+        check_sampler_name(self.sampler)
         check_offload(self.offload)
 
     def validate(self, trained_frames: int, max_frames: int) -> int:

@@ -49,9 +49,14 @@ def sampler_function(name: str) -> SamplerFunction:
     return SAMPLERS[DEFAULT_SAMPLER if name == "default" else name]
 
 
+def follows_custom_sigmas(sampler: SamplerFunction) -> bool:
+    """Whether `sampler` walks any sigmas it is given (a diffusers scheduler keeps its own timesteps)."""
+    return not isinstance(sampler, SchedulerSampler)
+
+
 def check_custom_sigmas(sampler: SamplerFunction, sigmas: torch.Tensor | None) -> None:
     """Refuse custom sigmas for a sampler that keeps a diffusers scheduler's own timesteps."""
-    if sigmas is not None and isinstance(sampler, SchedulerSampler):
+    if sigmas is not None and not follows_custom_sigmas(sampler):
         raise AA2InputError(f"custom sigmas need a k-diffusion-style sampler (k_euler, k_dpmpp_2m or a ComfyUI "
                             f"SAMPLER); {sampler.name} steps on its diffusers scheduler's own timesteps")
 
