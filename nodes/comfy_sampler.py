@@ -56,7 +56,8 @@ def host_sampler(sampler: Any, settings: SchedulerSettings, seed: int) -> Callab
     options = dict(getattr(sampler, "extra_options", {}) or {})
 
     def run(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        extra = {"seed": seed, **(extra_args or {})}  # SDE/ancestral samplers seed their noise from it
+        # SDE/ancestral samplers seed their noise from the seed; aa2's own generator is no host key
+        extra = {"seed": seed, **{k: v for k, v in (extra_args or {}).items() if k != "generator"}}
         return function(_HostModelView(model, sampling), x, sigmas, extra_args=extra, callback=callback,
                         disable=True, **options)
 

@@ -1,1 +1,2 @@
-"""Schedulers, the k-diffusion-style denoiser, the clip pipeline and the long-video chainer."""
+"""Sampling: the checkpoint's noise schedule (shared with training), the model as a k-diffusion-style
+denoiser, and one registry of sampler functions over it (diffusers' schedulers wrapped, k_ samplers)."""
