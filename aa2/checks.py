@@ -53,3 +53,43 @@ def unit_range(images: torch.Tensor, name: str = "image") -> torch.Tensor:
         raise AA2InputError(f"{name} holds values down to {low:.4g}, but images are float 0..1: if it is -1..1, "
                             "map it with (x + 1) / 2 where it was made")
     return images
+
+
+class FiniteWatch:
+    """Watches every sampling step's x0 for NaN or inf without making the CPU wait for the GPU.
+
+    On the CPU the answer is read at once. On a GPU, reading it at once would stall the CPU at every
+    step until that step's kernels finish, so the next step could not be queued while the GPU works
+    (issue 12: no per-step host-device syncs). So there the flag is copied to host memory without
+    blocking and read one step later, when the next step already waits in the queue behind it: a
+    divergence is reported one step late (or at `flush`, at the end of a clip). `lag` forces either
+    way (None: lag on CUDA tensors only)."""
+
+    def __init__(self, lag: bool | None = None) -> None:
+        self.lag = lag
+        self._pending: tuple[int, torch.Tensor, object] | None = None
+
+    def step(self, number: int, x0: torch.Tensor) -> int | None:
+        """Look at step `number`'s x0; return the number of a step found non-finite, if any."""
+        if not (x0.is_cuda if self.lag is None else self.lag):
+            return None if is_finite(x0) else number
+        low, high = torch.aminmax(x0.detach())
+        host = torch.empty((), dtype=torch.bool, pin_memory=x0.is_cuda)
+        host.copy_(torch.isfinite(low) & torch.isfinite(high), non_blocking=True)
+        event = None
+        if x0.is_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        found = self.flush()
+        self._pending = (number, host, event)
+        return found
+
+    def flush(self) -> int | None:
+        """Read the step still waiting to be read; its number if it was non-finite."""
+        if self._pending is None:
+            return None
+        number, host, event = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()  # only that step's work, long since queued behind
+        return None if bool(host) else number

@@ -277,3 +277,36 @@ def test_a_pack_checkpoint_resaved_without_metadata_is_recognised_by_its_keys(ti
     with pytest.raises(AA2WeightsError, match="is an Animate Anyone 2 pack checkpoint whose metadata was lost") as info:
         load_model(ModelSources.from_path(stripped))
     assert "python -m aa2 convert" in str(info.value) and "motion module" not in str(info.value)
+
+
+def test_a_lagging_finite_watch_names_the_bad_step_one_step_late_or_at_flush():
+    from aa2.checks import FiniteWatch
+
+    good, bad = torch.zeros(4), torch.tensor([0.0, float("nan")])
+    watch = FiniteWatch(lag=True)  # the GPU's way, here on CPU tensors
+    assert watch.step(1, good) is None and watch.step(2, bad) is None  # step 2 not read yet
+    assert watch.step(3, good) == 2  # read once step 3 is queued behind it
+    assert watch.step(4, torch.tensor([float("inf")])) is None and watch.flush() == 4  # the end of a clip reads the last
+    assert watch.flush() is None
+    immediate = FiniteWatch()  # CPU tensors: read at once
+    assert immediate.step(1, good) is None and immediate.step(2, bad) == 2
+
+
+def test_on_a_gpu_divergence_stops_one_step_later_still_naming_the_step(tiny_model, monkeypatch):
+    from aa2.checks import FiniteWatch
+
+    real = clip_denoiser.GuidedModel.__call__
+    calls = {"n": 0}
+
+    def nan_from_the_second_call(self, x, t):
+        calls["n"] += 1
+        out = real(self, x, t)
+        return out * float("nan") if calls["n"] >= 2 else out
+
+    monkeypatch.setattr(clip_denoiser.GuidedModel, "__call__", nan_from_the_second_call)
+    monkeypatch.setattr(pipeline, "FiniteWatch", lambda: FiniteWatch(lag=True))  # as CUDA tensors are watched
+    seen = []
+    inputs = AnimationInputs(reference=torch.rand(3, H, W), pose=torch.rand(3, 3, H, W))
+    with pytest.raises(AA2Error, match="sampling diverged at step 2 of 4"):
+        pipeline.animate(tiny_model, inputs, SamplingSettings(steps=4, clip_length=3), progress=lambda d, t, x: seen.append(d))
+    assert seen == [1, 2]  # one step later than on the CPU, and still nothing decoded

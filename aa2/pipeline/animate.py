@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..conditioning.masks import environment_frames, latent_mask
-from ..checks import is_finite
+from ..checks import FiniteWatch, is_finite
 from ..errors import AA2Error, AA2InputError, worded
 from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
@@ -154,10 +154,13 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
             + "), a very high cfg, or custom sigmas that start too high"
         )
 
+    watch = FiniteWatch()  # on a GPU it reads each step's verdict a step late, never stalling the queue
+
     def on_step(x0: torch.Tensor) -> None:
         state["done"] += 1
-        if not is_finite(x0):  # diverged: stop now, not after rendering every frame NaN (saved black)
-            raise diverged(f"at step {state['done']} of {total}")
+        bad = watch.step(state["done"], x0)
+        if bad is not None:  # diverged: stop now, not after rendering every frame NaN (saved black)
+            raise diverged(f"at step {bad} of {total}")
         if progress is not None:
             progress(state["done"], total, x0)
 
@@ -183,6 +186,9 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
             guided, noise.to(device), steps=settings.steps, sampler=sampler, generator=generator,
             known=known, sigmas=sigmas, on_step=on_step, cancel=cancel,
         )
+        bad = watch.flush()
+        if bad is not None:
+            raise diverged(f"at step {bad} of {total}")
         if not is_finite(clean):  # a sampler that reports no steps (or a bad last one) is caught here
             raise diverged(f"in the clip of frames {plan.start}-{plan.stop - 1}")
         previous = (plan, clean)
