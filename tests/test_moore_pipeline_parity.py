@@ -15,7 +15,8 @@ Tolerances, all measured at one thread. float32, as users run it: decoded frames
 7e-5; 9.1e-5 at two threads). That is float32 rounding, the same size as Moore's own: its float32 run
 differs from its float64 run by 9e-6 (frames) and 4e-5 (latents) on the square at 4 steps. float64:
 frames within 1.5e-5 (measured 7.9e-6 to 8.5e-6, almost all the fixture's uint16 quantisation of 7.7e-6),
-latents within 1e-5 (measured 2.4e-6 to 3.7e-6: our sampler keeps latents in float32 by design).
+latents within 1e-5 (measured 2.5e-6 to 6.4e-6 since samplers run through the one registry, 2.4e-6 to
+3.7e-6 before: our sampler keeps latents in float32 by design).
 
 What differs, and is left out of the comparison, with its measured size:
 * Moore copies the ReferenceNet bank to float16 in every run (`ReferenceAttentionControl.update`'s
