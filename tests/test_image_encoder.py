@@ -75,3 +75,20 @@ def test_clip_crop_reaches_the_reference_context(tiny_model):
     center = encode_reference(tiny_model, portrait, (128, 64), clip_crop="center")
     assert not torch.allclose(squash.context, center.context)
     torch.testing.assert_close(squash.latents, center.latents)  # the crop is CLIP's alone, not the VAE's
+
+
+@pytest.mark.parametrize("source", [(96, 80), (200, 150)])
+def test_reference_net_input_is_resized_as_moores_vae_image_processor_does(source):
+    """Moore-AnimateAnyone resizes its PIL reference for the ReferenceNet with diffusers'
+    `VaeImageProcessor` (PIL Lanczos); ours must give the same pixels, and leave a reference already
+    at the output size untouched (not even quantised)."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    from aa2.pipeline.reference import reference_pixels
+
+    image = (torch.rand(3, *source, generator=torch.Generator().manual_seed(0)) * 255).round() / 255
+    pil = Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy())
+    theirs = VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True).preprocess(pil, height=128, width=64)[0]
+    assert torch.equal(reference_pixels(image, (128, 64)) * 2 - 1, theirs)
+    unquantised = torch.rand(3, 64, 64)
+    assert torch.equal(reference_pixels(unquantised, (64, 64)), unquantised)

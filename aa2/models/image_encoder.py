@@ -37,7 +37,7 @@ ClipCrop = Literal["squash", "center"]
 CLIP_CROPS: tuple[str, ...] = get_args(ClipCrop)
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
     """`[3, H, W]` in 0..1 -> `[H, W, 3]` uint8; exact for images that were uint8 (ComfyUI's LoadImage)."""
     return image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
@@ -63,7 +63,7 @@ def clip_preprocess(images: torch.Tensor, size: int, crop: ClipCrop = "squash") 
         raise AA2InputError(f"reference images must be [B, 3, H, W] RGB, got {tuple(images.shape)}")
     if crop not in CLIP_CROPS:
         raise AA2InputError(f"unknown CLIP crop {crop!r}; choose one of {', '.join(CLIP_CROPS)}")
-    pixels = np.stack([_resize_uint8(_to_uint8(image), size, crop) for image in images])
+    pixels = np.stack([_resize_uint8(to_uint8(image), size, crop) for image in images])
     # transformers rescales in float64 then casts, and normalises in float32: the same here.
     x = torch.from_numpy(pixels).double().mul(1 / 255).float().permute(0, 3, 1, 2)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)

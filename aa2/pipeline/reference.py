@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import AA2InputError, size_text
 from ..models.aa2_model import AA2Model
-from ..models.image_encoder import ClipCrop, reference_context
+from ..models.image_encoder import ClipCrop, reference_context, to_uint8
 from ..models.reference_attention import ReferenceBank
 from .offload import PartPlacement
 from .vae_codec import encode_frames
@@ -54,6 +55,18 @@ class EncodedReference:
         )
 
 
+def reference_pixels(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`image [3, H, W]` 0..1 at the output `size = (H, W)`, as the ReferenceNet sees it. A resize goes
+    through PIL's Lanczos filter on the uint8 image, as Moore-AnimateAnyone's `VaeImageProcessor`
+    resizes its PIL reference (a torch bilinear resize differed by up to ~50/255 at a photo's edges);
+    an image already at `size` is used as it is, unquantised."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image.float()
+    height, width = size
+    resized = Image.fromarray(to_uint8(image)).resize((width, height), Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
+
+
 @torch.no_grad()
 def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int],
                      clip_crop: ClipCrop = "squash", placement: PartPlacement | None = None) -> EncodedReference:
@@ -73,8 +86,7 @@ def encode_reference(model: AA2Model, image: torch.Tensor, size: tuple[int, int]
             f"output size {size_text(height, width)} must be a multiple of 64 (the UNet halves the latent three "
             f"times); try {size_text(max(64, round(height / 64) * 64), max(64, round(width / 64) * 64))}"
         )
-    resized = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True,
-                            align_corners=False).clamp(0, 1)
+    resized = reference_pixels(image, (height, width))[None]
     placement = placement or PartPlacement(model)
     placement.prepare("reference latents")
     latents = encode_frames(model.vae, resized)[:, :, 0]
