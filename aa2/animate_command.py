@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 
 from .errors import AA2Cancelled, AA2InputError, AA2WeightsError, size_text
+from .pipeline.assemble import DEPTH_KINDS, assemble_inputs
 from .pipeline.inputs import AnimationInputs, SamplingSettings
 from .video_io import (
     check_frame_counts,
@@ -45,7 +46,6 @@ from .video_io import (
 if TYPE_CHECKING:
     from .pipeline.animate import AnimationResult
 
-DEPTH_KINDS = ("inverse", "depth", "structured")
 EMPTY_MASK = ("error", "previous", "keep")
 DEFAULT_FPS = 8.0  # AnimateDiff's training frame rate; used when no input states one
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -106,16 +106,15 @@ def load_inputs(files: InputFiles, options: ReadOptions = ReadOptions()) -> Anim
                 "make every sequence the same size, or allow resizing"
             )
 
-    if depth is not None and options.depth != "structured":
-        from .conditioning.structured_depth import structured_depth
-
-        depth = structured_depth(pose, depth, convention=options.depth)
-    if object_mask is not None:
-        objects = _cut_objects(video, object_mask)
+    if object_mask is not None and not bool((object_mask > 0.5).any()):
+        raise AA2InputError("the object mask is empty in every frame: check the file, or leave --object-mask out")
     if mask is not None:
         mask = shape_agnostic_mask(mask, empty=options.empty_mask)  # kh = h/10, kw = w/10 (§3.2 inference)
-    inputs = AnimationInputs(reference=reference, pose=pose, depth=depth, environment=video if mask is not None else None,
-                             mask=mask, objects=objects)
+    # the weights are not loaded yet, so every part is assumed here; `animate` refuses (policy "refuse",
+    # worded for the CLI) what the loaded weights have no part for, before sampling
+    inputs = assemble_inputs(reference, pose, depth=depth, depth_kind=options.depth,
+                             environment=video if mask is not None else None, mask=mask, objects=objects,
+                             object_mask=object_mask, driving=video).inputs
     inputs.validate()
     return inputs
 
@@ -140,15 +139,6 @@ def check_request(files: InputFiles, options: ReadOptions) -> None:
         raise AA2InputError(f"depth kind must be one of {', '.join(DEPTH_KINDS)}, got {options.depth!r}")
     if options.empty_mask not in EMPTY_MASK:
         raise AA2InputError(f"empty-mask policy must be one of {', '.join(EMPTY_MASK)}, got {options.empty_mask!r}")
-
-
-def _cut_objects(video: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
-    """The object sequence I_o: the driving frames, grey everywhere but the objects (§3.2)."""
-    from .conditioning.sam2_segment import object_frames
-
-    if not bool((object_mask > 0.5).any()):
-        raise AA2InputError("the object mask is empty in every frame: check the file, or leave --object-mask out")
-    return object_frames(video, object_mask)
 
 
 def source_fps(files: InputFiles, stride: int = 1) -> float:

@@ -13,6 +13,7 @@ from einops import rearrange
 from ..aa2.errors import AA2InputError
 from ..aa2.models.image_encoder import CLIP_CROPS
 from ..aa2.pipeline.animate import animate
+from ..aa2.pipeline.assemble import ConditioningParts, assemble_inputs
 from ..aa2.pipeline.inputs import ENVIRONMENT_MODES, AnimationInputs, SamplingSettings, match_pose_length
 from ..aa2.pipeline.offload import OFFLOAD_MODES, PartPlacement, working_bytes
 from ..aa2.pipeline.reference import encode_reference
@@ -73,24 +74,26 @@ def _fit(frames: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") ->
     return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames) -> AnimationInputs:
-    skeleton, depth = pose["skeleton"], pose.get("depth")
+def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames,
+            parts: ConditioningParts) -> AnimationInputs:
+    """The node inputs fitted to the pose frames, then assembled for a model with `parts`: a condition
+    it has no part for (depth or objects on Moore / MIMO weights) is refused, saying what to disconnect."""
+    skeleton = pose["skeleton"]
     frames, size = skeleton.shape[0], tuple(skeleton.shape[-2:])
-    inputs = AnimationInputs(
-        reference=image_to_frames(reference_image, "reference_image")[0] if reference_image is not None
-        else torch.zeros(3, *size),
-        pose=skeleton, depth=depth,
-    )
+    reference = (image_to_frames(reference_image, "reference_image")[0] if reference_image is not None
+                 else torch.zeros(3, *size))
+    environment = mask = objects = None
     if driving_frames is not None:  # a longer video is refused, not cut: it may not be the pose's
-        environment = match_pose_length(image_to_frames(driving_frames, "driving_frames"), frames, "driving_frames")
-        inputs.environment = _fit(environment, size)
+        environment = _fit(match_pose_length(image_to_frames(driving_frames, "driving_frames"), frames,
+                                             "driving_frames"), size)
     if agnostic_mask is not None:
         mask = match_frames(mask_to_frames(agnostic_mask, "agnostic_mask"), frames, "agnostic_mask")
-        inputs.mask = _fit(mask[:, None], size, "nearest")[:, 0]
+        mask = _fit(mask[:, None], size, "nearest")[:, 0]
     if object_frames is not None:
-        objects = match_pose_length(image_to_frames(object_frames, "object_frames"), frames, "object_frames")
-        inputs.objects = _fit(objects, size)
-    return inputs
+        objects = _fit(match_pose_length(image_to_frames(object_frames, "object_frames"), frames, "object_frames"), size)
+    return assemble_inputs(reference, skeleton, depth=pose.get("depth"), depth_kind="structured",
+                           environment=environment, mask=mask, objects=objects,
+                           parts=parts, missing="refuse").inputs
 
 
 def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_environment,
@@ -103,7 +106,8 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
                             "'noise' instead, or leave it unconnected to use the seed")
     if reference is None and reference_image is None:
         raise AA2InputError("connect either a reference (AA2 Encode Reference) or a reference_image")
-    inputs = _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames)
+    inputs = _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames,
+                     ConditioningParts.of(aa2_model.model))
     initial = None
     if noise is not None:  # as in SamplerCustomAdvanced, the NOISE's seed is the run's seed
         initial = noise_to_latents(noise, inputs.frames, *inputs.size)

@@ -156,10 +156,11 @@ def test_the_sampler_node_refuses_a_driving_video_longer_than_the_pose(pack):
     pose = {"skeleton": torch.rand(3, 3, H, W), "depth": None}
     mask = torch.zeros(5, H, W)
     mask[:, 8:40, 8:40] = 1
+    every = pack.aa2.pipeline.assemble.ConditioningParts()
     with pytest.raises(pack.aa2.errors.AA2InputError, match="driving_frames has 5 frames but the pose has 3"):
-        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, torch.rand(5, H, W, 3), mask[:1], None)
+        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, torch.rand(5, H, W, 3), mask[:1], None, every)
     with pytest.raises(pack.aa2.errors.AA2InputError, match="object_frames has 4 frames but the pose has 3"):
-        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, None, None, torch.rand(4, H, W, 3))
+        pack.nodes.nodes_sampling._inputs(torch.rand(1, H, W, 3), pose, None, None, torch.rand(4, H, W, 3), every)
 
 
 def test_sizes_in_messages_are_width_first_and_labelled():

@@ -29,6 +29,7 @@ from ..models.aa2_model import AA2Model
 from ..models.denoising_net import DenoisingConditions
 from ..sampling.registry import SamplerFunction, check_custom_sigmas, sampler_function
 from ..sampling.sigmas import check_sigmas
+from .assemble import ConditioningParts, parts_to_use
 from .clip_denoiser import GuidedModel, KnownLatents, denoise_clip
 from .inputs import AnimationInputs, ClipPlan, SamplingSettings, plan_clips
 from .offload import MoveObserver, PartPlacement
@@ -68,22 +69,10 @@ def resolve_environment_mode(model: AA2Model, mode: str, has_environment: bool) 
 
 
 def check_model_takes(model: AA2Model, inputs: AnimationInputs) -> None:
-    """Refuse inputs this model has no part for, rather than dropping them unseen."""
-    net = model.denoising_net
-    if inputs.depth is not None and net.pose_modulation.depth_guider is None:
-        raise AA2InputError(
-            "depth was given, but this model has no depth branch (Moore-AnimateAnyone / MIMO weights never "
-            "learned depth, so it is left out when they are loaded): "
-            + worded(comfyui="disconnect the depth", cli="leave out --depth")
-            + ", or load weights trained with depth-wise pose modulation"
-        )
-    if inputs.objects is not None and net.object_guider is None:
-        raise AA2InputError(
-            "object frames were given, but this model has no object guider (Moore-AnimateAnyone / MIMO weights "
-            "never learned one, so it is left out when they are loaded): "
-            + worded(comfyui="disconnect the objects", cli="leave out --objects / --object-mask")
-            + " — the environment outside the character's mask still keeps them — or load Animate Anyone 2 weights"
-        )
+    """Refuse inputs this model has no part for, rather than dropping them unseen (the "refuse"
+    policy of `aa2.pipeline.assemble`, whatever built the inputs)."""
+    parts_to_use(ConditioningParts.of(model), depth=inputs.depth is not None, objects=inputs.objects is not None,
+                 missing="refuse")
 
 
 @torch.no_grad()
