@@ -81,8 +81,8 @@ def test_clip_length_zero_is_refused_not_taken_as_the_default():
     assert SamplingSettings(clip_length=None).validate(trained_frames=16, max_frames=32) == 16
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "k_euler"])
-def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, sampler):
+def diverge_from_the_second_model_call(monkeypatch) -> None:
+    """Make the guided model's output NaN from its second call on, as a half-precision overflow would."""
     real = clip_denoiser.GuidedModel.__call__
     calls = {"n": 0}
 
@@ -92,6 +92,11 @@ def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, s
         return out * float("nan") if calls["n"] >= 2 else out
 
     monkeypatch.setattr(clip_denoiser.GuidedModel, "__call__", nan_from_the_second_call)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "k_euler"])
+def test_sampling_that_diverges_stops_naming_the_step(tiny_model, monkeypatch, sampler):
+    diverge_from_the_second_model_call(monkeypatch)
     seen = []
     settings = SamplingSettings(steps=3, clip_length=3, sampler=sampler)
     inputs = AnimationInputs(reference=torch.rand(3, H, W), pose=torch.rand(3, 3, H, W))
@@ -296,15 +301,7 @@ def test_a_lagging_finite_watch_names_the_bad_step_one_step_late_or_at_flush():
 def test_on_a_gpu_divergence_stops_one_step_later_still_naming_the_step(tiny_model, monkeypatch):
     from aa2.checks import FiniteWatch
 
-    real = clip_denoiser.GuidedModel.__call__
-    calls = {"n": 0}
-
-    def nan_from_the_second_call(self, x, t):
-        calls["n"] += 1
-        out = real(self, x, t)
-        return out * float("nan") if calls["n"] >= 2 else out
-
-    monkeypatch.setattr(clip_denoiser.GuidedModel, "__call__", nan_from_the_second_call)
+    diverge_from_the_second_model_call(monkeypatch)
     monkeypatch.setattr(pipeline, "FiniteWatch", lambda: FiniteWatch(lag=True))  # as CUDA tensors are watched
     seen = []
     inputs = AnimationInputs(reference=torch.rand(3, H, W), pose=torch.rand(3, 3, H, W))
