@@ -4,9 +4,9 @@
 # cfg 3.5, fp16. Per side, in a fresh process: load, the first call, the warm call (s/step), 48 frames
 # warm, peak VRAM allocated, peak host RSS; plus our low-VRAM mode (SamplingSettings(offload="model"))
 # at 16 and 64 frames. One table (tools.moore_bench); with $OUT set, gpu_check.json and gpu_check.txt
-# land there. Budget: about 6 minutes with the weights written on the GPU (BUDGET guards the sides).
+# land there. About 4 minutes expected (an estimate: bench/README.md); BUDGET guards the sides.
 #
-# Before the device call, once, from the repo root on this machine (both folders are ignored, ~5 MB):
+# Before the device call, once, from the repo root on this machine (both ignored; 6.5 MB to carry):
 #   printf '/.moore/\n/.whl/\n' >> .git/info/exclude
 #   mkdir -p .moore && git --git-dir=/work/.mirror/MooreThreads+Moore-AnimateAnyone/repo archive HEAD \
 #       src configs/inference/inference_v2.yaml | tar -x -C .moore      # or a clone's: git -C CLONE archive ...
@@ -16,7 +16,7 @@
 #       -d .whl diffusers==0.42.1       # the device has torch, transformers, accelerate, einops, safetensors,
 #                                       # opencv, pyyaml, pillow, tqdm; not diffusers
 # The device call (carry [".whl", ".moore"], timeout_s 540):
-#   bash bench/gpu_check.sh
+#   bash bench/gpu_check.sh 2>&1 | tee $OUT/gpu_check.log
 #
 # On a CPU, the same plumbing in about a minute (tiny widths):
 #   PYTHON=.venv/bin/python PRESET=tiny DEVICE=cpu DTYPE=fp32 SIZE=64x64 FRAMES=4 STEPS=2 \

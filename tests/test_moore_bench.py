@@ -20,7 +20,7 @@ def test_low_vram_side_reports_cold_warm_and_long_calls_and_fills_the_table(tiny
             "threads": 0, "vae_chunk": 0, "flops": False}
     measure(spec)
     results = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
-    assert len(results) == 3  # one line after each call, so a side stopped by the budget keeps what it did
+    assert len(results) == 4  # after the load and after each call: a side stopped early keeps what it did
     result = json.loads(results[-1][len("RESULT "):])
     assert [(c["label"], c["frames"]) for c in result["calls"]] == [("first", 2), ("warm", 2), ("long", 4)]
     assert all(c["steps_seen"] >= 2 and c["total_s"] > 0 and c["vram_peak"] is None for c in result["calls"])

@@ -12,7 +12,7 @@ Moore's code is read from a local checkout and never copied here (the issue forb
 
 Weights. `tiny`: the Moore folder `make_tiny_weights` writes (`animateanyone2/aa2-tiny-moore` with its
 VAE and CLIP vision files). `sd15`: SD1.5 + AnimateDiff v2 + CLIP ViT-L/14 shapes, random, written once
-in the same four-file Moore layout (about 9.5 GB under `--weights-dir`, reused by later runs;
+in the same four-file Moore layout (about 10 GB under `--weights-dir`, reused by later runs;
 `tools.moore_bench_weights`, made on the GPU when the benchmark runs on one). Our side loads the folder
 with `aa2.weights.sources.load_model`; Moore's side loads the same files into its own classes, built as
 `scripts/pose2vid.py` builds them, on the meta device and filled with `assign=True`, so neither side pays
@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from .moore_bench_weights import CLIP_FILE, VAE_FILE, tiny_folder
+from .moore_bench_weights import CLIP_FILE, MARKER, VAE_FILE, tiny_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SIDES = ("aa2", "moore", "aa2-lowvram")
@@ -73,7 +73,7 @@ def weights_folder(preset: str, root: Path, device: str) -> tuple[Path, Path, Pa
         return *tiny_folder(root), time.perf_counter() - start
     folder = root / preset
     start = time.perf_counter()
-    if not (folder / "complete").is_file():  # in its own process: its ~11 GB are gone before a side starts
+    if not (folder / MARKER).is_file():  # in its own process: its ~11 GB are gone before a side starts
         subprocess.run([sys.executable, "-m", "tools.moore_bench_weights", str(folder), "--preset", preset,
                         "--device", device], check=True, cwd=REPO)
     return folder, folder / VAE_FILE, folder / CLIP_FILE, time.perf_counter() - start
@@ -93,6 +93,8 @@ def run_side(spec: dict, timeout: float | None) -> dict:
         status = f"stopped at the time budget ({timeout:.0f} s)"
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     result = json.loads(lines[-1][len("RESULT "):]) if lines else {"calls": [], "flops": {}}
+    if "error" in result:
+        status += f": {result['error']}"
     return {**spec, **result, "status": status, "wall_s": time.perf_counter() - began}
 
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-chunk", type=int, default=0,
                         help="our frames per VAE call; 0: automatic (free GPU memory; 1 on the CPU and low-VRAM)")
     parser.add_argument("--weights-dir", type=Path, default=Path(tempfile.gettempdir()) / "aa2-bench-weights",
-                        help="where the random weights are written once and reused (~9.5 GB for sd15)")
+                        help="where the random weights are written once and reused (~10 GB for sd15)")
     parser.add_argument("--weights-device", default="", help="where random weights are made (default: --device)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting call")
     parser.add_argument("--budget", type=float, default=0, help="seconds for all sides; a side that would "

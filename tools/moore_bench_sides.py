@@ -252,14 +252,23 @@ def timed_call(side: Side, device: torch.device, label: str, frames: int, steps:
 
 
 def measure(spec: dict) -> None:
+    """Load, then every call of the plan; a `RESULT` line after the load and after each call. An error
+    is reported in the `RESULT` line too (its last line, for the table's notes), then raised."""
     device = torch.device(spec["device"])
-    side = Moore(spec) if spec["side"] == "moore" else Ours(spec)
-    result = {"load_s": side.load_s, "load_rss_peak": status_kib("VmHWM") / 1024, "calls": [], "flops": {}}
-    plan = [("first", spec["frames"]), ("warm", spec["frames"])] + [("long", n) for n in spec["long_frames"]]
-    for label, frames in plan:
-        print(f"  {spec['side']}: {label} call, {frames} frames", file=sys.stderr, flush=True)
-        result["calls"].append(timed_call(side, device, label, frames, spec["steps"]))
+    result = {"calls": [], "flops": {}}
+    try:
+        side = Moore(spec) if spec["side"] == "moore" else Ours(spec)
+        result.update(load_s=side.load_s, load_rss_peak=status_kib("VmHWM") / 1024)
         print("RESULT " + json.dumps(result), flush=True)
+        plan = [("first", spec["frames"]), ("warm", spec["frames"])] + [("long", n) for n in spec["long_frames"]]
+        for label, frames in plan:
+            print(f"  {spec['side']}: {label} call, {frames} frames", file=sys.stderr, flush=True)
+            result["calls"].append(timed_call(side, device, label, frames, spec["steps"]))
+            print("RESULT " + json.dumps(result), flush=True)
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
+        print("RESULT " + json.dumps(result), flush=True)
+        raise
     if spec["flops"]:
         from torch.utils.flop_counter import FlopCounterMode
 
