@@ -197,7 +197,8 @@ def _sampling_options(parser: argparse.ArgumentParser, steps: int) -> None:
     group.add_argument("--paste-environment", dest="paste_environment", action="store_true",
                        help="put the driving video's exact pixels back outside the feathered mask")
     group.add_argument("--feather", type=int, default=d.feather, help="pixels of soft edge for --paste-environment")
-    group.add_argument("--vae-chunk", dest="vae_chunk", type=int, default=d.vae_chunk, help="frames per VAE call (default 0: as many as free GPU memory allows; "
+    group.add_argument("--vae-chunk", dest="vae_chunk", type=int, default=d.vae_chunk,
+                       help="frames per VAE call (default 0: on a GPU as many as fit under the run's peak so far; "
                        "one on the CPU and with --low-vram)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -143,7 +143,7 @@ class SamplingSettings:
     environment: EnvironmentMode = "auto"
     paste_environment: bool = False  # put the exact driving pixels back outside the feathered mask
     feather: int = 8  # pixels of soft edge for pasting
-    vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call; 0: as many as free GPU memory allows, 1 on the CPU
+    vae_chunk: int = DEFAULT_CHUNK  # frames per VAE call; 0: on a GPU as many as fit under the run's peak so far, 1 on the CPU
     clip_crop: ClipCrop = "squash"  # how CLIP sees the reference (aa2.models.image_encoder)
     offload: OffloadMode = "none"  # "model": one part on the device at a time (aa2.pipeline.offload)
 

@@ -5,12 +5,13 @@ more per call raised the peak by ~0.46 GB at 256×256 (bench/README.md), and its
 blocks grow with the pixel count. So a clip goes through it `chunk` frames at a time, and its memory
 stays fixed however many frames the clip has.
 
-`chunk=AUTO` (the default) takes as many frames per call as free memory allows on a GPU, where one
-frame at a time would leave most of the card idle, and one frame per call on the CPU, where a single
-frame's convolutions already keep every core busy and each frame more only raises the peak. The
-number that fits is estimated from the decoder's widest full-resolution activation
-(`frame_bytes`); if the device still runs out, the call is retried with half the frames, down to one,
-so "one at a time" happens only when it must. Latents are always *scaled* (× 0.18215).
+`chunk=AUTO` (the default) takes on a GPU as many frames per call as fit in memory the run has
+already peaked at and since freed (the denoising's activations, and in low-VRAM mode the DenoisingNet's
+weights), so batching frames never raises the run's peak VRAM; and one frame per call on the CPU, where
+a single frame's convolutions already keep every core busy and each frame more only raises the peak.
+A frame's need is estimated from the decoder's widest full-resolution activation (`frame_bytes`); if
+the device still runs out, the call is retried with half the frames, down to one, so "one at a time"
+happens only when it must. Latents are always *scaled* (× 0.18215).
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ def frame_bytes(vae, height: int, width: int, dtype: torch.dtype) -> int:
 
 
 def free_device_bytes(device: torch.device) -> int | None:
-    """Bytes a new tensor can take on `device` (free + cached by torch), or None off CUDA."""
+    """Bytes the VAE may use on `device` without raising the process's peak: what was allocated at the
+    peak and is free again, within what the device has free (plus torch's cache). None off CUDA."""
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    allocated = torch.cuda.memory_allocated(device)
+    under_peak = torch.cuda.max_memory_allocated(device) - allocated
+    return max(0, min(under_peak, free + torch.cuda.memory_reserved(device) - allocated))
 
 
 def frames_per_call(chunk: int, frames: int, per_frame: int, device: torch.device,
