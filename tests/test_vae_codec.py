@@ -91,3 +91,18 @@ def test_low_vram_mode_keeps_one_frame_per_call_unless_told_otherwise():
     assert SamplingSettings().frames_per_vae_call == AUTO  # whole model on the GPU: fill what is free
     assert SamplingSettings(offload="model").frames_per_vae_call == 1  # the lowest peak was asked for
     assert SamplingSettings(offload="model", vae_chunk=4).frames_per_vae_call == 4
+
+
+def test_the_gpu_budget_is_what_the_run_already_peaked_at_and_freed(monkeypatch):
+    from aa2.pipeline import vae_codec
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "mem_get_info", lambda device: (60 * GIB, 80 * GIB))
+    monkeypatch.setattr(cuda, "memory_reserved", lambda device: 9 * GIB)
+    monkeypatch.setattr(cuda, "memory_allocated", lambda device: 5 * GIB)  # the weights, between phases
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda device: 8 * GIB)  # the denoising's peak
+    assert vae_codec.free_device_bytes(GPU) == 3 * GIB  # not 64 GiB: batching frames must not raise the peak
+    monkeypatch.setattr(cuda, "mem_get_info", lambda device: (0, 80 * GIB))  # another process took the card
+    monkeypatch.setattr(cuda, "memory_reserved", lambda device: 6 * GIB)
+    assert vae_codec.free_device_bytes(GPU) == 1 * GIB  # then only torch's own cache (6 - 5 GiB) is left
+    assert vae_codec.free_device_bytes(CPU) is None
