@@ -1,15 +1,17 @@
 """One place assembles the conditioning (`aa2.pipeline.assemble`): its missing-part policy, and every
-caller going through it — the CLI and the nodes refuse, each in its own words."""
+caller going through it — the CLI and the nodes refuse, evaluation and training drop and say so."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import torch
 
 from aa2.errors import AA2InputError, interface
 from aa2.pipeline.assemble import ConditioningParts, assemble_inputs, dropped_text
+from test_train import SyntheticClips, data_dir
 
 F, H, W = 2, 64, 64
 
@@ -102,6 +104,58 @@ def moore_model(moore_checkpoint):
     model = load_model(ModelSources.from_path(moore_checkpoint))
     assert ConditioningParts.of(model) == ConditioningParts(depth=False, objects=False)
     return model
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    """Clip 0 has depth, clip 1 depth and objects (both annotated, as SynthWorld's are)."""
+    clips = SyntheticClips(data_dir(tmp_path_factory.mktemp("clips"), 2), 4, (64, 64))
+    return [clips[0], {**clips[1], "has_depth": True}]
+
+
+def test_evaluating_moore_weights_on_an_object_annotated_clip_renders_and_says_what_it_left_out(
+        moore_model, annotated, caplog):
+    """The bug: evaluation fed a clip's objects to weights without an object guider and failed, while
+    their depth was dropped without a word. Now both are dropped, and said."""
+    from aa2.pipeline.inputs import SamplingSettings
+    from train.render import animation_inputs, render_clip
+
+    sample = annotated[1]
+    assert sample["has_objects"] and sample["has_depth"]
+    assembled = animation_inputs(moore_model, sample)
+    assert assembled.dropped == ("depth", "objects")
+    assert assembled.inputs.depth is None and assembled.inputs.objects is None
+    with caplog.at_level(logging.WARNING, logger="train.render"):
+        frames = render_clip(moore_model, sample, SamplingSettings(steps=1, cfg=1.0))
+    assert frames.shape == (4, 3, 64, 64) and torch.isfinite(frames).all()
+    assert [r.getMessage() for r in caplog.records] == [f"clip v1@0: {dropped_text(('depth', 'objects'))}"]
+
+
+def test_evaluating_full_weights_drops_nothing_and_feeds_depth_and_objects(tiny_model, annotated):
+    from train.render import animation_inputs
+
+    assembled = animation_inputs(tiny_model, annotated[1])
+    assert assembled.dropped == () and assembled.inputs.depth is not None and assembled.inputs.objects is not None
+
+
+def test_training_a_model_without_the_parts_drops_the_annotations_and_names_them(moore_model, annotated):
+    from train.batch import build_batch
+    from train.config import DataSettings
+
+    batch = build_batch(moore_model, annotated, DataSettings(clip_length=4, size=(64, 64)),
+                        torch.Generator().manual_seed(0), single_frame=False)
+    assert batch.dropped == ("depth", "objects")
+    assert batch.depth is None and batch.object_latents is None
+    assert "dropped" not in batch.as_dict()  # a note for the log, not a model input
+
+
+def test_training_the_full_model_drops_nothing(tiny_model, annotated):
+    from train.batch import build_batch
+    from train.config import DataSettings
+
+    batch = build_batch(tiny_model, annotated, DataSettings(clip_length=4, size=(64, 64)),
+                        torch.Generator().manual_seed(0), single_frame=False)
+    assert batch.dropped == () and batch.depth is not None and batch.object_latents is not None
 
 
 def test_cli_and_nodes_refuse_depth_for_weights_without_a_depth_branch_each_in_its_own_words(

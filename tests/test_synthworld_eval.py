@@ -133,11 +133,11 @@ def test_render_takes_a_reference_and_an_environment_formulation(tiny_model, hel
 
     clips = open_heldout(heldout, None, None)
     sample = clips[0]
-    default = animation_inputs(tiny_model, sample)
+    default = animation_inputs(tiny_model, sample).inputs
     assert torch.equal(default.reference, sample["frames"][0])  # train.evaluate's protocol, unchanged
     assert torch.equal(default.mask, shape_agnostic_mask(sample["character_mask"]))
     reference, truth, _ = clip_extras(clips, 0, cross_identity=True)
-    precise = animation_inputs(tiny_model, sample, reference=reference, formulation="precise")
+    precise = animation_inputs(tiny_model, sample, reference=reference, formulation="precise").inputs
     assert torch.equal(precise.reference, reference) and not torch.equal(reference, sample["frames"][0])
     assert torch.equal(precise.mask.bool(), sample["character_mask"].bool())
     assert not torch.equal(truth.frames, sample["frames"])  # B's frames are the ground truth

@@ -12,7 +12,8 @@ cut from it with the pack's own functions, exactly as inference cuts them from a
    `data.environment_mask` swaps in the precise mask or the box for the Figure 7 ablation)
    and the environment frames it cuts (`masks.environment_frames`), at latent size `latent_mask`;
 4. structured depth (`structured_depth`) from skeleton and depth;
-5. the object sequence (`sam2_segment.object_frames`) where the clip has object masks.
+5. the object sequence (`sam2_segment.object_frames`) where the clip has object masks —
+   4 and 5 through `aa2.pipeline.assemble.assemble_inputs`, as inference and evaluation make them.
 
 Then the frozen VAE and CLIP encode targets, environment, objects and reference, without
 gradients (CLIP with them when a stage trains it). Every random draw comes from the generator the
@@ -22,6 +23,12 @@ Departures: in the image stage one target frame is taken from the clip, a differ
 the reference when the clip has more than one (Animate Anyone's stage 1). Samples without depth
 get an all-zero structured depth; in a batch where some samples have objects, the others get the
 empty (all-grey) object sequence. Targets are the VAE posterior mean, as `encode_frames` gives it.
+
+Annotations the model has no part for are dropped (`aa2.pipeline.assemble`, policy "drop") and
+named in `TrainingInputs.dropped`, which `train.train` prints once: the models that lack a part are
+the ablation variants (`train.init_model --variant no_depth | no_objects | aa1`), built without it
+on purpose and trained on the same annotated data as the full model (Table 4); training from
+Moore / MIMO weights builds every part fresh (`ModelSources(new_parts=True)`).
 """
 
 from __future__ import annotations
@@ -34,11 +41,10 @@ import torch
 
 from aa2.conditioning.augment import random_scale, scale_about, training_reference
 from aa2.conditioning.masks import environment_frames, environment_mask, latent_mask
-from aa2.conditioning.sam2_segment import object_frames
-from aa2.conditioning.structured_depth import structured_depth
 from aa2.errors import AA2InputError
 from aa2.models.aa2_model import AA2Model
 from aa2.models.image_encoder import reference_context
+from aa2.pipeline.assemble import ConditioningParts, assemble_inputs, parts_to_use
 from aa2.pipeline.vae_codec import encode_frames
 from einops import rearrange
 
@@ -58,6 +64,7 @@ class ClipConditions:
     depth: torch.Tensor  # [F, 3, H, W] structured depth (zeros without depth)
     objects: torch.Tensor | None  # [F, 3, H, W] object sequence, None without objects
     reference: torch.Tensor  # [3, H, W]
+    has_depth: bool = False  # the clip was annotated with depth (else `depth` is the zeros standing for none)
 
 
 @dataclass
@@ -71,9 +78,11 @@ class TrainingInputs:
     object_latents: torch.Tensor | None  # [B, 4, F, h, w]
     reference_latents: torch.Tensor  # [B, 4, h, w]
     context: torch.Tensor  # [B, 1, C] CLIP image embedding
+    dropped: tuple[str, ...] = ()  # annotations the model has no part for, left out ("drop" policy)
 
     def as_dict(self) -> dict[str, torch.Tensor | None]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The model's inputs (what was dropped is a note for the log, not an input)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "dropped"}
 
 
 def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator, *, single_frame: bool,
@@ -110,18 +119,20 @@ def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator,
         depth = scale_about(depth[:, None], scale, centre)[:, 0]
 
     agnostic = environment_mask(scaled_character, data.environment_mask, training=True, generator=generator)
-    if bool(sample.get("has_depth", False)):
-        depth_map = structured_depth(skeleton, depth, convention=data.depth_convention)
-    else:
-        depth_map = torch.zeros_like(skeleton)
+    has_depth = bool(sample.get("has_depth", False))
+    # structured depth and the object sequence as inference makes them; which reach the model is
+    # decided per batch, where the model is known (`_encode_frozen`)
+    assembled = assemble_inputs(reference, skeleton, depth=depth if has_depth else None,
+                                depth_kind=data.depth_convention, object_mask=scaled_objects, driving=target).inputs
     return ClipConditions(
         target=target,
         agnostic_mask=agnostic,
         environment=environment_frames(target, agnostic),
         skeleton=skeleton.clamp(0, 1),
-        depth=depth_map,
-        objects=None if scaled_objects is None else object_frames(target, scaled_objects),
+        depth=assembled.depth if has_depth else torch.zeros_like(skeleton),
+        objects=assembled.objects,
         reference=reference,
+        has_depth=has_depth,
     )
 
 
@@ -140,8 +151,11 @@ def encode_batch(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: in
 
 
 def _encode_frozen(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: int) -> TrainingInputs:
-    use_objects = model.denoising_net.object_guider is not None and any(c.objects is not None for c in clips)
-    use_depth = model.denoising_net.pose_modulation.depth_guider is not None
+    parts = ConditioningParts.of(model)
+    used = parts_to_use(parts, depth=any(c.has_depth for c in clips), objects=any(c.objects is not None for c in clips),
+                        missing="drop")
+    use_depth = parts.depth  # a clip without depth feeds the zeros that stand for none
+    use_objects = used.objects
     use_environment = model.config.use_environment
 
     def encode(frames: torch.Tensor) -> torch.Tensor:  # [F, 3, H, W] -> [1, 4, F, h, w] float32
@@ -174,6 +188,7 @@ def _encode_frozen(model: AA2Model, clips: Sequence[ClipConditions], vae_chunk: 
         object_latents=object_latents,
         reference_latents=reference_latents,
         context=torch.empty(0),  # encode_batch fills it, with gradients where the encoder trains
+        dropped=used.dropped,
     )
 
 

@@ -10,6 +10,7 @@ character standing, or another character) and the environment formulation a mode
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +18,33 @@ import torch
 from einops import rearrange
 
 from aa2.conditioning.masks import EnvironmentMask, environment_mask
-from aa2.conditioning.sam2_segment import object_frames
-from aa2.conditioning.structured_depth import structured_depth
 from aa2.models.aa2_model import AA2Model
 from aa2.pipeline.animate import animate
-from aa2.pipeline.inputs import AnimationInputs, SamplingSettings
+from aa2.pipeline.assemble import AssembledInputs, ConditioningParts, assemble_inputs, dropped_text
+from aa2.pipeline.inputs import SamplingSettings
+
+log = logging.getLogger("train.render")
 
 
 def animation_inputs(model: AA2Model, sample: dict[str, Any], depth_convention: str = "inverse", *,
                      reference: torch.Tensor | None = None,
-                     formulation: EnvironmentMask = "agnostic") -> AnimationInputs:
+                     formulation: EnvironmentMask = "agnostic") -> AssembledInputs:
     """The pipeline's inputs for re-rendering a prepared clip: from its first frame, or from
     `reference [3, H, W]` 0..1 when given; the environment cut by `environment_mask(character_mask,
-    formulation)`. Objects are left out for a model without an object guider (as depth is for one
-    without a depth branch): its environment still shows them."""
+    formulation)`. Under the "drop" policy (`aa2.pipeline.assemble`): the clip's depth and objects
+    are left out for a model without a depth branch / object guider (Moore / MIMO weights, the
+    ablation variants), and named in `dropped`; the environment still shows the objects."""
     frames = sample["frames"].float()
-    skeleton = sample["skeleton"].float()
-    depth = None
-    if bool(sample.get("has_depth", False)) and model.denoising_net.pose_modulation.depth_guider is not None:
-        depth = structured_depth(skeleton, sample["depth"].float(), convention=depth_convention)
-    objects = None
-    if bool(sample.get("has_objects", False)) and model.denoising_net.object_guider is not None:
-        objects = object_frames(frames, sample["object_mask"].float())
-    return AnimationInputs(
-        reference=frames[0] if reference is None else reference.float(),
-        pose=skeleton,
-        depth=depth,
+    return assemble_inputs(
+        frames[0] if reference is None else reference.float(),
+        sample["skeleton"].float(),
+        depth=sample["depth"].float() if bool(sample.get("has_depth", False)) else None,
+        depth_kind=depth_convention,
         environment=frames,
         mask=environment_mask(sample["character_mask"].float(), formulation),
-        objects=objects,
+        object_mask=sample["object_mask"].float() if bool(sample.get("has_objects", False)) else None,
+        parts=ConditioningParts.of(model),
+        missing="drop",
     )
 
 
@@ -53,12 +52,16 @@ def render_clip(model: AA2Model, sample: dict[str, Any], settings: SamplingSetti
                 depth_convention: str = "inverse", *, reference: torch.Tensor | None = None,
                 formulation: EnvironmentMask = "agnostic") -> torch.Tensor:
     """Render a prepared clip (`reference`, `formulation`: see `animation_inputs`); returns
-    `[F, 3, H, W]` 0..1 on the CPU."""
+    `[F, 3, H, W]` 0..1 on the CPU. Conditions the model has no part for are left out, with a
+    warning in the log naming the clip and what was left out."""
     frames = sample["frames"].shape[0]
     length = min(frames, model.config.motion.trained_frames)
     settings = dataclasses.replace(settings, clip_length=length, motion_frames=min(settings.motion_frames, length - 1))
-    inputs = animation_inputs(model, sample, depth_convention, reference=reference, formulation=formulation)
-    result = animate(model, inputs, settings)
+    assembled = animation_inputs(model, sample, depth_convention, reference=reference, formulation=formulation)
+    if assembled.dropped:  # said per clip: an evaluation of such weights must not read as a full one
+        log.warning("clip %s@%s: %s", sample.get("video_id", "?"), sample.get("start", 0),
+                    dropped_text(assembled.dropped))
+    result = animate(model, assembled.inputs, settings)
     return rearrange(result.frames, "f h w c -> f c h w")
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from aa2.errors import AA2Error, AA2InputError
 from aa2.models.aa2_model import AA2Model
+from aa2.pipeline.assemble import dropped_text
 from aa2.pipeline.inputs import SamplingSettings
 from aa2.weights.checkpoint import save_checkpoint
 from aa2.weights.sources import ModelSources, load_model
@@ -315,6 +316,7 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool | str
         accelerator.init_trackers("aa2", config=_flat(config.to_dict()))
 
     batches = iter(loader)
+    dropped: set[str] = set()  # annotations the model has no part for, said once each
     unwrapped: DenoisingStep = accelerator.unwrap_model(step_module)
     run_started, first_step = time.perf_counter(), step
     accelerator.print(f"training {config.stage.name} stage: {sum(p.numel() for p in trainable.values()) / 1e6:.1f}M "
@@ -340,6 +342,10 @@ def train(config: TrainConfig, data: str, out: str | Path, *, resume: bool | str
                     inputs = build_batch(model, samples, config.data, generator,
                                          single_frame=config.stage.single_target_frame, backgrounds=backgrounds,
                                          device=accelerator.device)
+                    if set(inputs.dropped) - dropped:
+                        dropped |= set(inputs.dropped)
+                        accelerator.print(f"note: {dropped_text(inputs.dropped)}: the clips' annotation is not "
+                                          "used (this model was built without that part)", flush=True)
                     use_reference = float(torch.rand((), generator=generator)) >= config.loss.drop_reference
                     noisy, timesteps, target, weights = objective.draw(inputs.latents, generator)
                     try:
