@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # SynthWorld end to end (issue "SynthWorld"): the world, its VAE, a small Animate Anyone 2 trained by
 # train/ (image stage, then motion stage), and its scores on held-out clips against ground truth.
-# This is what made aa2/synthworld/weights/aa2-synthworld.safetensors and the table in
+# This is what made aa2/synthworld/weights/aa2-synthworld.safetensors and the tables in
 # bench/README.md. A benchmark, not a test: on 2 CPU cores about 45 minutes at SIZE=64, about
-# 100 at SIZE=128 (measured: VAE 23, image stage 36, motion stage 9, the three scorings 33).
+# 100 at SIZE=128 (measured: VAE 23, image stage 36, motion stage 9, the three scorings 33), and
+# about 2.5 hours for the shipped weights' run (VAE 35 min, image stage 75 min at 1 thread on a busy box).
 #
 #   bash bench/synthworld.sh [RUN_DIR]            (default runs/synthworld)
 #   VARIANT=aa1 ENV_MASK=agnostic bash bench/synthworld.sh runs/sw-aa1    # an ablation row
 #   SIZE=128 WORLD=runs/sw128-data bash bench/synthworld.sh runs/sw128    # clips of 128x128
+#   SIZE=128 VAE_STEPS=4000 IMAGE_STEPS=2500 WORLD=runs/sw128v2-data bash bench/synthworld.sh runs/sw128-v2
+#                                                  # the shipped weights (then: python -m aa2 convert
+#                                                  #   runs/sw128-v2/motion/aa2-final.safetensors OUT --dtype fp16)
 #   TRAIN_SET="data.num_workers=8" ...     # more --set for both train.train stages (a GPU machine's cores)
 #
 # Every step is seeded and skips work that is already done, so a stopped run continues.

@@ -162,7 +162,7 @@ def test_training_improves_what_a_user_sees(tmp_path):
     render of that clip is scored against the true frames before and after.
 
     Measured at one thread with the shipped 128-pixel model's VAE on this 64-pixel clip: whole frame
-    15.2 -> 17.8 dB, environment 15.5 -> 18.6 dB (the character region moves least: drawing a figure
+    15.6 -> 18.1 dB, environment 16.1 -> 18.8 dB (the character region moves least: drawing a figure
     takes far more than 30 steps). With tiny
     random weights the loss halves while the render stays noise, which is why this test exists.
     """
