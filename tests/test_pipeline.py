@@ -238,9 +238,12 @@ def test_k_diffusion_samplers_drive_the_model_with_their_own_sigmas(tiny_model, 
         seen.append(float(x.std()))
         return K_SAMPLERS[name](model, x, sigmas, **kwargs)
 
-    result = animate(tiny_model, inputs, FAST, sampler=sampler, sigmas=sigmas)
+    progress = []
+    result = animate(tiny_model, inputs, FAST, sampler=sampler, sigmas=sigmas,
+                     progress=lambda done, total, x0: progress.append((done, total)))
     assert torch.isfinite(result.latents).all()
     assert seen[0] == pytest.approx(14.6, rel=0.1)  # the sampler starts at its own first sigma
+    assert progress == [(1, 3), (2, 3), (3, 3)]  # three sigmas' steps, not FAST.steps (2)
     with pytest.raises(AA2InputError, match="k-diffusion"):
         animate(tiny_model, inputs, FAST, sigmas=sigmas)
 

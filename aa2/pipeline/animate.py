@@ -127,7 +127,8 @@ def _render(model: AA2Model, inputs: AnimationInputs, settings: SamplingSettings
         reference = encode_reference(model, inputs.reference, (height, width), settings.clip_crop, placement)
     reference.check(model, (height, width))
     plans = plan_clips(inputs.frames, length, settings.motion_frames, settings.overlap, settings.seed)
-    total = len(plans) * settings.steps
+    steps = settings.steps if sigmas is None else len(sigmas) - 1  # custom sigmas decide the step count
+    total = len(plans) * steps
     device = placement.device
 
     frames_out = torch.zeros(inputs.frames, 3, height, width)
