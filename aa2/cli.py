@@ -117,6 +117,7 @@ def _animate(args: argparse.Namespace) -> int:
 
     from .animate_command import (InputFiles, ReadOptions, check_request, load_for_device, load_inputs, pick_device,
                                   pick_dtype, render, source_fps)
+    from .pipeline.assemble import ConditioningParts, parts_to_use
     from .video_io import check_output_path, parse_size
 
     settings = _settings(args)
@@ -142,6 +143,9 @@ def _animate(args: argparse.Namespace) -> int:
     if missing:
         raise AA2WeightsError("weight files not found:\n  " + "\n  ".join(missing))
     inputs = load_inputs(files, options)  # every input checked before the weights are read
+    known = ConditioningParts.of_base(sources.base)  # a request these weights cannot serve: refused before the load
+    if known is not None:
+        parts_to_use(known, depth=inputs.depth is not None, objects=inputs.objects is not None)
     if files.video is not None and files.mask is None:
         print("note: --video without --mask: the environment is not used (the character mask says what to "
               "remove from it)", file=sys.stderr)

@@ -159,11 +159,17 @@ def test_training_the_full_model_drops_nothing(tiny_model, annotated):
 
 
 def test_cli_and_nodes_refuse_depth_for_weights_without_a_depth_branch_each_in_its_own_words(
-        pack, moore_model, moore_checkpoint, tmp_path, capsys):
+        pack, moore_model, moore_checkpoint, tmp_path, capsys, monkeypatch):
     from types import SimpleNamespace
 
+    from aa2 import animate_command
     from aa2.cli import main
     from aa2.demo import make_scene, write_scene
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before a request they cannot serve was refused")
+
+    monkeypatch.setattr(animate_command, "load_for_device", no_load)  # the checkpoint's stored config tells
 
     files = write_scene(make_scene(4, 64), tmp_path / "scene")
     argv = ["animate", "--reference", str(files.reference), "--pose", str(files.pose), "--video", str(files.video),
@@ -180,3 +186,13 @@ def test_cli_and_nodes_refuse_depth_for_weights_without_a_depth_branch_each_in_i
             seed=0, steps=1, cfg=1.0, sampler_name="default", environment="auto", paste_environment=False,
             reference_image=torch.rand(1, H, W, 3))
     assert "disconnect the depth" in str(error.value) and "--depth" not in str(error.value)
+
+
+def test_a_base_tells_its_parts_without_loading_its_weights(moore_checkpoint, tiny_weights):
+    from aa2.pipeline.assemble import ConditioningParts
+
+    assert ConditioningParts.of_base(moore_checkpoint) == ConditioningParts(depth=False, objects=False)
+    assert ConditioningParts.of_base(tiny_weights / "animateanyone2" / "aa2-tiny-moore") == \
+        ConditioningParts(depth=False, objects=False)
+    assert ConditioningParts.of_base(tiny_weights / "animateanyone2" / "aa2-tiny.safetensors") == ConditioningParts()
+    assert ConditioningParts.of_base(tiny_weights / "checkpoints" / "aa2-tiny-sd15.safetensors") is None  # the load tells

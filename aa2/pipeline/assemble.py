@@ -22,6 +22,7 @@ Layouts are aa2's core ones (`aa2.pipeline.inputs`): frames `[F, 3, H, W]` 0..1,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
@@ -48,6 +49,23 @@ class ConditioningParts:
         """The parts an `AA2Model` was built with (read from its modules, which is what runs)."""
         net = model.denoising_net
         return cls(depth=net.pose_modulation.depth_guider is not None, objects=net.object_guider is not None)
+
+    @classmethod
+    def of_base(cls, base: str | Path) -> "ConditioningParts | None":
+        """The parts a base will load with, known without reading its weights, so a request it cannot
+        serve is refused before the load (seconds to minutes for SD1.5 sizes): a pack checkpoint's
+        stored config; a Moore / MIMO folder has neither part (left out when it loads). None when
+        only the load can tell (SD1.5 and diffusers bases, which build both)."""
+        from ..weights.checkpoint import read_checkpoint_config
+        from ..weights.sources import base_kind
+
+        kind = base_kind(base)
+        if kind == "moore":
+            return cls(depth=False, objects=False)
+        if kind == "aa2" and Path(base).suffix.lower() == ".safetensors":
+            config = read_checkpoint_config(base)
+            return cls(depth=config.pose.use_depth, objects=config.use_object_guider)
+        return None
 
 
 @dataclass(frozen=True)

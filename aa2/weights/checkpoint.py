@@ -53,8 +53,8 @@ def save_checkpoint(model: AA2Model, path: str | Path, dtype: torch.dtype | None
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[AA2Config, ModelParts]:
-    """Read a pack checkpoint into its config and the parts `assemble` takes."""
+def read_checkpoint_config(path: str | Path) -> AA2Config:
+    """A pack checkpoint's stored config, from its metadata alone (no tensor is read)."""
     path = Path(path)
     metadata = read_safetensors_metadata(path)
     if metadata.get("format") != FORMAT:
@@ -71,6 +71,13 @@ def read_checkpoint(path: str | Path) -> tuple[AA2Config, ModelParts]:
         config = AA2Config.from_dict(json.loads(metadata["aa2_config"]))
     except (KeyError, ValueError, TypeError) as error:
         raise AA2WeightsError(f"{path}: the stored config cannot be read ({error})") from error
+    return config
+
+
+def read_checkpoint(path: str | Path) -> tuple[AA2Config, ModelParts]:
+    """Read a pack checkpoint into its config and the parts `assemble` takes."""
+    path = Path(path)
+    config = read_checkpoint_config(path)
     state = read_state_dict(path)
     parts = ModelParts(sources={name: str(path) for name in ("denoising_unet", "motion", "reference_unet",
                                                              "vae", "image_encoder", "aa2_extras")})
