@@ -139,7 +139,7 @@ def build_moore_pipelines(checkout: Path, folder: Path, vae_file: Path, clip_fil
     from aa2.weights.ldm import read_vae_file
     from aa2.weights.moore import read_moore_folder
 
-    from .moore_golden import _import_moore
+    from .moore_golden import _import_moore, moore_denoising_unet
 
     unet_2d, unet_3d, pose_guider_class, _, _ = _import_moore(checkout)
     from src.pipelines.pipeline_pose2vid import Pose2VideoPipeline
@@ -152,13 +152,7 @@ def build_moore_pipelines(checkout: Path, folder: Path, vae_file: Path, clip_fil
     clip_state, clip_shape = read_clip_vision(clip_file, config.unet.cross_attention_dim)
     with init_empty_weights():
         reference_unet = unet_2d(**unet_config)
-        denoising_unet = unet_3d(
-            **{**unet_config,
-               "down_block_types": ["CrossAttnDownBlock3D"] * 3 + ["DownBlock3D"],
-               "up_block_types": ["UpBlock3D"] + ["CrossAttnUpBlock3D"] * 3,
-               "mid_block_type": "UNetMidBlock3DCrossAttn"},
-            **inference["unet_additional_kwargs"],
-        )
+        denoising_unet = moore_denoising_unet(unet_3d, unet_config, checkout)
         pose_guider = pose_guider_class(unet_config["block_out_channels"][0],
                                         block_out_channels=config.pose.block_out_channels)
         vae = AutoencoderKL(**vae_shape.diffusers_config())

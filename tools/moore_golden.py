@@ -168,25 +168,30 @@ def _load(module: torch.nn.Module, state: StateDict, what: str) -> None:
         sys.exit(f"{what}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
-def build_moore_models(moore, checkout: Path, weights: dict[str, StateDict]):
-    """Moore's three networks at the tiny widths, every key loaded (their scripts load with strict=False)."""
+def moore_denoising_unet(unet_3d, unet_config: dict, checkout: Path):
+    """Moore's `UNet3DConditionModel` for a 2D UNet config, as its `from_pretrained_2d` builds it from
+    SD1.5's, with the motion-module options of its inference config."""
     import yaml
 
-    from aa2.config import tiny
-
-    unet_2d, unet_3d, pose_guider_class, _, _ = moore
-    config = tiny()
-    unet_config = config.unet.diffusers_config()
-    reference_unet = unet_2d(**unet_config)
-    # as UNet3DConditionModel.from_pretrained_2d turns the SD1.5 config into theirs
     inference = yaml.safe_load((checkout / "configs" / "inference" / "inference_v2.yaml").read_text())
-    denoising_unet = unet_3d(
+    return unet_3d(
         **{**unet_config,
            "down_block_types": ["CrossAttnDownBlock3D"] * 3 + ["DownBlock3D"],
            "up_block_types": ["UpBlock3D"] + ["CrossAttnUpBlock3D"] * 3,
            "mid_block_type": "UNetMidBlock3DCrossAttn"},
         **inference["unet_additional_kwargs"],
     )
+
+
+def build_moore_models(moore, checkout: Path, weights: dict[str, StateDict]):
+    """Moore's three networks at the tiny widths, every key loaded (their scripts load with strict=False)."""
+    from aa2.config import tiny
+
+    unet_2d, unet_3d, pose_guider_class, _, _ = moore
+    config = tiny()
+    unet_config = config.unet.diffusers_config()
+    reference_unet = unet_2d(**unet_config)
+    denoising_unet = moore_denoising_unet(unet_3d, unet_config, checkout)
     # scripts/pose2vid.py builds PoseGuider(320, block_out_channels=(16, 32, 96, 256)); tiny widths here
     pose_guider = pose_guider_class(unet_config["block_out_channels"][0],
                                     block_out_channels=config.pose.block_out_channels)
