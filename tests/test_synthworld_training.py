@@ -92,6 +92,16 @@ def test_init_model_bakes_in_the_vae_and_variants_take_their_parts_away(vae, tmp
     baseline = load_model(ModelSources.from_path(aa1))
     c = baseline.config
     assert (c.use_environment, c.use_object_guider, c.pose.use_depth, c.fusion) == (False, False, False, "full")
+    # the ReferenceNet starts as the DenoisingNet's copy (the paper starts both from SD1.5), conv_in's
+    # latent channels included; with --reference-init fresh it has its own initialisation
+    unet, reference = model.denoising_net.unet.state_dict(), model.reference_net.state_dict()
+    assert torch.equal(reference["conv_in.weight"], unet["conv_in.weight"][:, :4])
+    assert all(torch.equal(tensor, unet[name]) for name, tensor in reference.items() if name != "conv_in.weight")
+    fresh = tmp_path / "fresh.safetensors"
+    assert main(["--vae", str(vae), "--out", str(fresh), "--reference-init", "fresh"]) == 0
+    apart = load_model(ModelSources.from_path(fresh))
+    name = "mid_block.attentions.0.proj_in.weight"
+    assert not torch.equal(apart.reference_net.state_dict()[name], apart.denoising_net.unet.state_dict()[name])
 
 
 def test_both_stages_train_export_and_evaluate_through_the_real_entry_points(world, vae, tmp_path, capsys):

@@ -81,8 +81,23 @@ def read_vae(path: Path):
     return read_vae_file(path)
 
 
+def reference_from_denoising(denoising: dict, reference: dict) -> dict:
+    """The ReferenceNet starting as a copy of the DenoisingNet's spatial UNet, as Animate Anyone starts
+    both from the same SD1.5 weights: the reference tokens the DenoisingNet's self-attention reads are
+    then in its own feature space from the first step. Started apart, the two nets' features are
+    unrelated, and a small model learns to draw the character without looking at the reference.
+    `conv_in` takes the latent channels only (the DenoisingNet's also reads the environment and mask)."""
+    copied = {}
+    for key, tensor in reference.items():
+        source = denoising[key]
+        if source.shape != tensor.shape:  # conv_in: 4 latent channels of the DenoisingNet's wider input
+            source = source[:, : tensor.shape[1]]
+        copied[key] = source.clone()
+    return copied
+
+
 def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, variant: str = "aa2",
-               seed: int = 0) -> Path:
+               seed: int = 0, reference_init: str = "copy") -> Path:
     """Write the fresh checkpoint; returns its path. Refuses to overwrite an existing file."""
     from aa2.models.aa2_model import assemble
     from aa2.weights.checkpoint import save_checkpoint
@@ -102,6 +117,8 @@ def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, v
         vae_state, shape = read_vae(path)
         config = config.replace(vae=shape)
     parts = random_parts(config, seed, perturb=False)
+    if reference_init == "copy":
+        parts.reference_unet = reference_from_denoising(parts.denoising_unet, parts.reference_unet)
     if vae_state is not None:
         parts.vae = vae_state
         parts.sources["vae"] = str(vae)
@@ -121,9 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="new .safetensors file")
     parser.add_argument("--variant", default="aa2", choices=VARIANTS, help="ablation variant (module docstring)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-init", default="copy", choices=("copy", "fresh"),
+                        help="copy: the ReferenceNet starts as the DenoisingNet's copy, as in the paper (default); "
+                        "fresh: its own initialisation (the shipped SynthWorld weights of 2026-12-05 started so)")
     args = parser.parse_args(argv)
     try:
-        path = init_model(args.preset, args.out, vae=args.vae, variant=args.variant, seed=args.seed)
+        path = init_model(args.preset, args.out, vae=args.vae, variant=args.variant, seed=args.seed,
+                          reference_init=args.reference_init)
     except AA2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
