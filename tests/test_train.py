@@ -223,6 +223,12 @@ def test_objective_targets_and_min_snr_weights():
     noise = (noisy - alpha.sqrt() * latents) / (1 - alpha).sqrt()
     torch.testing.assert_close(target, alpha.sqrt() * noise - (1 - alpha).sqrt() * latents, atol=1e-4, rtol=1e-4)
     assert objective.snr[-1] == 0  # zero-terminal SNR: the last step is pure noise
+    ends = torch.tensor([0, 700, 999])
+    hang = objective.weights(ends)
+    assert hang[0] < 1 and hang[1] < 0.1 and hang[2] == 0  # v min-SNR: pure noise does not train at all
+    moore = DiffusionObjective(v_zero, LossSettings(snr_gamma=5.0, snr_weighting="min_snr_plus_one")).weights(ends)
+    torch.testing.assert_close(moore[0], hang[0])  # low noise (SNR + 1 > gamma) is down-weighted as before...
+    torch.testing.assert_close(moore[1:], torch.ones(2))  # ...and high noise keeps weight 1 (Moore's)
     eps = DiffusionObjective(base, LossSettings(snr_gamma=5.0))
     w = eps.weights(torch.tensor([0, 999]))
     assert w[0] < 1 and w[1] == 1  # low noise (SNR > gamma) is down-weighted; high noise keeps weight 1

@@ -144,6 +144,10 @@ class LossSettings:
     prediction_type: Literal["epsilon", "v_prediction"] | None = None
     zero_terminal_snr: bool | None = None
     snr_gamma: float | None = None  # min-SNR weighting (Hang et al. 2023); None: plain MSE
+    # how v-prediction clamps with snr_gamma (train.objective): "min_snr" weights min(SNR, γ) / (SNR + 1),
+    # which falls to 0 at high noise; "min_snr_plus_one" (Moore-AnimateAnyone's) weights
+    # min(SNR + 1, γ) / (SNR + 1), which keeps high noise at 1, where colours must come from the conditions
+    snr_weighting: Literal["min_snr", "min_snr_plus_one"] = "min_snr"
     noise_offset: float = 0.0  # per-sample, per-channel offset added to the noise
     drop_reference: float = 0.1  # probability of dropping CLIP context and ReferenceNet together
 
@@ -195,6 +199,8 @@ class TrainConfig:
             raise AA2InputError(f"loss.drop_reference is a probability, got {self.loss.drop_reference}")
         if self.loss.snr_gamma is not None and self.loss.snr_gamma <= 0:
             raise AA2InputError(f"loss.snr_gamma must be > 0 (5 is the usual value), got {self.loss.snr_gamma}")
+        if self.loss.snr_weighting not in ("min_snr", "min_snr_plus_one"):
+            raise AA2InputError(f"loss.snr_weighting is min_snr or min_snr_plus_one, got {self.loss.snr_weighting!r}")
         if self.optim.ema_decay is not None and not 0.0 < self.optim.ema_decay < 1.0:
             raise AA2InputError(f"optim.ema_decay is a decay in (0, 1) such as 0.9999, or null; got {self.optim.ema_decay}")
         if not self.model.base:
