@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aa2.conditioning.augment import draw_scale, random_scale, scale_about, training_reference
+from aa2.conditioning.augment import (character_box, draw_scale, portrait, random_scale, scale_about,
+                                      training_reference)
 from aa2.errors import AA2InputError
 
 
@@ -135,3 +136,32 @@ def test_reference_resizes_to_the_requested_size():
                                         generator=torch.Generator().manual_seed(0))
     assert image.shape == (3, 32, 24) and mask.shape == (32, 24)
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_character_framing_crops_a_portrait_around_the_character():
+    """framing="character": the crop is the character's box plus 10 % of its height each side, at the
+    asked aspect, inside the frame; the character then fills far more of the reference than a centre crop."""
+    frames, character, _ = clip(frames=1, height=128, width=128)
+    character[:] = 0
+    character[0, 40:80, 60:70] = 1  # 40 tall, 10 wide: a small figure in a big frame
+    top, left, height, width = character_box(character[0], aspect=1.0)
+    assert (height, width) == (48, 48)  # 40 + 2 * 4, widened to square
+    assert top <= 40 and top + height >= 80 and left <= 60 and left + width >= 70
+    image, mask, _ = training_reference(frames, character, aspect=1.0, size=(128, 128), framing="character",
+                                        generator=torch.Generator().manual_seed(0))
+    whole, whole_mask, _ = training_reference(frames, character, aspect=1.0, size=(128, 128),
+                                              generator=torch.Generator().manual_seed(0))
+    assert float(mask.mean()) > 5 * float(whole_mask.mean())
+    # near the frame's edge the crop moves inside instead of leaving the frame
+    character[:] = 0
+    character[0, 0:40, 120:128] = 1
+    top, left, height, width = character_box(character[0], aspect=1.0)
+    assert top == 0 and left + width == 128 and height == width
+    # the same crop as a function of an image and its mask (what evaluation and the demo use)
+    cut = portrait(frames[0], character[0], aspect=1.0)
+    assert torch.equal(cut, frames[0, :, top:top + height, left:left + width])
+    assert portrait(frames[0], character[0], aspect=1.0, size=(32, 32)).shape == (3, 32, 32)
+    with pytest.raises(AA2InputError, match="framing"):
+        training_reference(frames, character, framing="portrait")
+    with pytest.raises(AA2InputError, match="empty"):
+        character_box(torch.zeros(16, 16), aspect=1.0)

@@ -141,6 +141,9 @@ def test_render_takes_a_reference_and_an_environment_formulation(tiny_model, hel
     assert torch.equal(precise.reference, reference) and not torch.equal(reference, sample["frames"][0])
     assert torch.equal(precise.mask.bool(), sample["character_mask"].bool())
     assert not torch.equal(truth.frames, sample["frames"])  # B's frames are the ground truth
+    # a model trained on portrait references gets B as a portrait (the crop itself: tests/test_augment.py)
+    framed, _, _ = clip_extras(clips, 0, cross_identity=True, framing="character")
+    assert framed.shape == reference.shape and float((framed - reference).abs().mean()) > 0.05
 
 
 def test_silhouette_is_taken_against_the_scene_the_vae_shows_when_given():

@@ -148,6 +148,9 @@ def test_recipes_resolve_both_stages_and_round_trip_through_yaml():
     assert load_recipe(TINY_RECIPE, "image", ["optim.mixed_precision=no"]).optim.mixed_precision == "no"
     with pytest.raises(Exception, match="optim.mixed_precision is one of no, fp16, bf16; got 'fp32'"):
         load_recipe(TINY_RECIPE, "image", ["optim.mixed_precision=fp32"])
+    for choice in ("data.reference_framing=portrait", "loss.snr_weighting=min_snr_plus_two"):
+        with pytest.raises(Exception, match="is one of"):
+            load_recipe(TINY_RECIPE, "image", [choice])
 
 
 def test_stage_globs_freeze_what_they_should(tiny_weights):

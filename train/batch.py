@@ -97,7 +97,8 @@ def prepare_clip(sample: Sample, data: DataSettings, generator: torch.Generator,
     aspect = data.reference_aspect or width / height
     try:
         reference, _, index = training_reference(frames, character, aspect=aspect, backgrounds=backgrounds,
-                                                 size=(height, width), generator=generator)
+                                                 size=(height, width), framing=data.reference_framing,
+                                                 generator=generator)
     except AA2InputError as error:
         raise AA2InputError(f"clip {sample.get('video_id')}@{sample.get('start')}: {error}") from error
 

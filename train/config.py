@@ -107,7 +107,9 @@ class DataSettings:
     clips_per_video: int | None = None
     num_workers: int = 4
     scale_range: tuple[float, float] = (0.8, 1.2)  # random scale augmentation
-    reference_aspect: float | None = None  # width / height of the reference's centre crop; None: the frame's
+    reference_aspect: float | None = None  # width / height of the reference's crop; None: the frame's
+    # "frame": the reference is the frame's centre crop; "character": the character's box (a portrait)
+    reference_framing: Literal["frame", "character"] = "frame"
     backgrounds: str | None = None  # folder of background images for the reference; None: flat colours
     depth_convention: Literal["inverse", "depth"] = "inverse"  # prepared depth is near-bright
     # How the character is cut out of the environment (§3.2, Figure 7): "agnostic" is eq. 2; the
@@ -199,8 +201,6 @@ class TrainConfig:
             raise AA2InputError(f"loss.drop_reference is a probability, got {self.loss.drop_reference}")
         if self.loss.snr_gamma is not None and self.loss.snr_gamma <= 0:
             raise AA2InputError(f"loss.snr_gamma must be > 0 (5 is the usual value), got {self.loss.snr_gamma}")
-        if self.loss.snr_weighting not in ("min_snr", "min_snr_plus_one"):
-            raise AA2InputError(f"loss.snr_weighting is min_snr or min_snr_plus_one, got {self.loss.snr_weighting!r}")
         if self.optim.ema_decay is not None and not 0.0 < self.optim.ema_decay < 1.0:
             raise AA2InputError(f"optim.ema_decay is a decay in (0, 1) such as 0.9999, or null; got {self.optim.ema_decay}")
         if not self.model.base:

@@ -2,7 +2,8 @@
 
     python -m train.synthworld_eval --checkpoint CKPT --data HELDOUT_DIR --out DIR \
         [--steps 20] [--cfg 2.5] [--seed 0] [--size H W] [--clip-length F] \
-        [--environment-mask agnostic|precise|box] [--cross-identity] [--composite] \
+        [--environment-mask agnostic|precise|box] [--reference-framing frame|character] \
+        [--cross-identity] [--composite] \
         [--limit N] [--save-videos] [--lpips-backbone vgg16.pth --lpips-linear vgg.pth]
 
 `HELDOUT_DIR` is written by `python -m train.synthworld HELDOUT_DIR --split heldout --cross-identity`.
@@ -10,6 +11,8 @@ Every clip is rendered by the pipeline (`train.render`) from the character *stan
 (`reference.png`, not frame 0: the task is real animation), driven by the clip's skeleton, depth
 and objects, in the clip's frames cut by `environment_mask(character_mask, --environment-mask)`
 (the formulation the model was trained with; Figure 7's ablation compares them).
+`--reference-framing character` crops the reference to the character's box (a portrait), for a
+model trained with `data.reference_framing: character`; `frame` gives it whole, as the clip frames it.
 
 - `--cross-identity` (Figure 7 analogue): animate character B (`cross/reference.png`) with A's
   pose, depth, objects and environment (A's frames cut with A's mask); the ground truth is
@@ -54,6 +57,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from aa2.conditioning.augment import portrait
 from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
 from aa2.errors import AA2Error, AA2InputError
 from aa2.pipeline.inputs import SamplingSettings
@@ -85,9 +89,11 @@ def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: in
     return PreparedClips(data, clip_length=clip_length, size=size, stride=1, seed=0, clips_per_video=None)
 
 
-def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple[torch.Tensor, Truth, str]:
+def clip_extras(clips: PreparedClips, index: int, cross_identity: bool,
+                framing: str = "frame") -> tuple[torch.Tensor, Truth, str]:
     """For clip `index`: the reference to animate `[3, H, W]`, the ground truth, and the motion.
-    Extras are resized and cropped exactly as `PreparedClips` treats the clip's own frames."""
+    Extras are resized and cropped exactly as `PreparedClips` treats the clip's own frames; with
+    `framing="character"` the reference is then cut to a portrait of the character (`augment.portrait`)."""
     video, start = clips.clips[index]
     meta = clips.videos[video]
     folder: Path = meta["folder"]
@@ -113,11 +119,18 @@ def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple
         stored = store.read_masks(folder / name, indices).astype(np.uint8)
         return torch.from_numpy(np.stack([_resize(m, rh, rw, cv2.INTER_NEAREST)[crop] for m in stored])).bool()
 
+    def reference(names: dict) -> torch.Tensor:
+        pixels = image(names["reference"])
+        if framing == "frame":
+            return pixels
+        mask = image(names["reference_mask"])[0] > 0.5
+        return portrait(pixels, mask, aspect=clips.size[1] / clips.size[0], size=clips.size)
+
     background = image(files["background"])
     if not cross_identity:
         sample = clips[index]
         truth = Truth(sample["frames"], sample["character_mask"] > 0.5, sample["object_mask"] > 0.5, background)
-        return image(files["reference"]), truth, meta["synthworld"]["motion"]
+        return reference(files), truth, meta["synthworld"]["motion"]
     cross = files.get("cross")
     if not cross:
         raise AA2InputError(f"{folder.name} has no cross-identity rendering: write the held-out clips with "
@@ -126,13 +139,13 @@ def clip_extras(clips: PreparedClips, index: int, cross_identity: bool) -> tuple
     pixels = np.stack([_resize(p, rh, rw, image_mode)[crop] for p in pixels])
     frames = rearrange(torch.from_numpy(pixels).float() / 255.0, "f h w c -> f c h w").contiguous()
     truth = Truth(frames, masks(cross["character_mask"]), masks(cross.get("object_mask")), background)
-    return image(cross["reference"]), truth, meta["synthworld"]["motion"]
+    return reference(cross), truth, meta["synthworld"]["motion"]
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
              settings: SamplingSettings = SamplingSettings(cfg=2.5), size: tuple[int, int] | None = None,
-             clip_length: int | None = None, formulation: str = "agnostic", cross_identity: bool = False,
-             composite: bool = False, limit: int | None = None, save_videos: bool = False,
+             clip_length: int | None = None, formulation: str = "agnostic", framing: str = "frame",
+             cross_identity: bool = False, composite: bool = False, limit: int | None = None, save_videos: bool = False,
              lpips_backbone: str | None = None, lpips_linear: str | None = None,
              device: str | None = None) -> dict[str, Any]:
     """Render and score the held-out clips; writes `OUT/metrics.json` and returns the same dict."""
@@ -159,7 +172,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     per_clip = []
     for index in range(count):
         sample = clips[index]
-        reference, truth, motion = clip_extras(clips, index, cross_identity)
+        reference, truth, motion = clip_extras(clips, index, cross_identity, framing)
         rendered = render_clip(model, sample, settings, reference=reference, formulation=formulation).float()
         ceiling = vae_round_trip(model.vae, truth.frames)
         scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]
@@ -188,7 +201,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     result = {
         "settings": {
             "checkpoint": str(checkpoint), "data": str(data), "steps": settings.steps, "cfg": settings.cfg,
-            "seed": settings.seed, "formulation": formulation, "cross_identity": cross_identity,
+            "seed": settings.seed, "formulation": formulation, "reference_framing": framing,
+            "cross_identity": cross_identity,
             "composite": composite, "size": list(clips.size), "clip_length": clips.clip_length,
             "sampling": dataclasses.asdict(settings),
             "model": {"use_environment": model.config.use_environment,
@@ -244,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clip-length", type=int, help="frames per clip (default: the shortest clip's length)")
     parser.add_argument("--environment-mask", choices=ENVIRONMENT_MASKS, default="agnostic",
                         help="the formulation the model was trained with (default agnostic, eq. 2)")
+    parser.add_argument("--reference-framing", choices=("frame", "character"), default="frame",
+                        help="how the model was trained to see its reference (data.reference_framing)")
     parser.add_argument("--cross-identity", action="store_true", help="animate the clip's other character (cross/)")
     parser.add_argument("--composite", action="store_true",
                         help="paste the render into the driving frames inside the mask (Table 3: the AA1 baseline "
@@ -259,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, args.data, args.out,
             settings=SamplingSettings(steps=args.steps, cfg=args.cfg, seed=args.seed),
             size=tuple(args.size) if args.size else None, clip_length=args.clip_length,
-            formulation=args.environment_mask, cross_identity=args.cross_identity, composite=args.composite,
+            formulation=args.environment_mask, framing=args.reference_framing, cross_identity=args.cross_identity, composite=args.composite,
             limit=args.limit, save_videos=args.save_videos, lpips_backbone=args.lpips_backbone,
             lpips_linear=args.lpips_linear, device=args.device,
         )

@@ -10,9 +10,12 @@ scaled-down character no longer covers its old place the original frame stays â€
 can show more character than its new mask holds, which is the mismatch inference will meet.
 
 Training reference image. A random frame of the clip (one where the character is visible),
-centre-cropped to the reference's aspect, with everything outside the character mask replaced by a
+cropped to the reference's aspect, with everything outside the character mask replaced by a
 random background image or a random flat colour, so the ReferenceNet cannot copy the driving
-video's background into the output.
+video's background into the output. The crop is the frame's centre (`framing="frame"`, the
+character as large as in the video) or the character's box with a margin (`framing="character"`,
+a portrait, as users' reference images are): with the character filling the reference, most
+reference tokens carry its appearance instead of background (see `character_box`).
 
 Departures, all because the paper does not say:
 - One scale per clip (not per frame), about the union box's centre over the clip: a per-frame
@@ -125,12 +128,14 @@ def training_reference(
     backgrounds: torch.Tensor | Sequence[torch.Tensor] | None = None,
     colour_probability: float = 0.5,
     size: tuple[int, int] | None = None,
+    framing: str = "frame",
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The reference image for a training clip: random frame, centre crop, new background.
+    """The reference image for a training clip: random frame, crop, new background.
 
     frames: `[F, 3, H, W]` float 0..1; character: `[F, H, W]`. aspect: width / height of the crop
-    (the largest centred crop of that aspect). backgrounds: images `[N, 3, h, w]` or a list of
+    (the largest centred crop of that aspect, or with `framing="character"` the character's box
+    with a margin, widened to that aspect: `character_box`). backgrounds: images `[N, 3, h, w]` or a list of
     `[3, h, w]` of any size (scaled to cover the crop, centre-cropped); one is drawn at random,
     or a flat random colour with probability `colour_probability` (always, without backgrounds).
     size: optional `(height, width)` to resize the result to. Draws come from `generator`.
@@ -161,8 +166,13 @@ def training_reference(
         )
     index = visible[int(torch.randint(len(visible), (1,), generator=generator, device=device))]
 
-    crop_h, crop_w = _centre_crop_size(height, width, aspect)
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    if framing == "character":
+        top, left, crop_h, crop_w = character_box(mask[index], aspect)
+    elif framing == "frame":
+        crop_h, crop_w = _centre_crop_size(height, width, aspect)
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    else:
+        raise AA2InputError(f"framing is 'frame' or 'character'; got {framing!r}.")
     image = frames[index, :, top : top + crop_h, left : left + crop_w]
     keep = mask[index, top : top + crop_h, left : left + crop_w].to(frames.dtype)
 
@@ -183,6 +193,41 @@ def training_reference(
         keep = (nnf.interpolate(keep[None, None], size=size, mode="bilinear",
                                 align_corners=False)[0, 0] >= 0.5).to(frames.dtype)
     return image, keep, index
+
+
+def character_box(mask: torch.Tensor, aspect: float, margin: float = 0.1) -> tuple[int, int, int, int]:
+    """`(top, left, height, width)`: a crop of `aspect` (width / height) framing the character of `mask [H, W]`.
+
+    The character's box grown by `margin` of its height on every side, then widened (or made
+    taller) about its centre to the aspect, and moved to lie inside the image; a crop bigger than
+    the image shrinks to the largest centred crop of the aspect. A portrait, as a user's reference is.
+    """
+    height, width = mask.shape
+    box = _bounding_boxes(_binarise(mask)[None])[0]
+    if box is None:
+        raise AA2InputError("The reference frame's character mask is empty: nothing to frame.")
+    top, bottom, left, right = box
+    pad = margin * (bottom - top)
+    crop_h = (bottom - top) + 2 * pad
+    crop_w = (right - left) + 2 * pad
+    crop_h, crop_w = max(crop_h, crop_w / aspect), max(crop_w, crop_h * aspect)
+    most_h, most_w = _centre_crop_size(height, width, aspect)
+    crop_h, crop_w = min(max(1, round(crop_h)), most_h), min(max(1, round(crop_w)), most_w)
+    centre_y, centre_x = (top + bottom) / 2, (left + right) / 2
+    top = min(max(0, round(centre_y - crop_h / 2)), height - crop_h)
+    left = min(max(0, round(centre_x - crop_w / 2)), width - crop_w)
+    return top, left, crop_h, crop_w
+
+
+def portrait(image: torch.Tensor, mask: torch.Tensor, aspect: float, size: tuple[int, int] | None = None,
+             margin: float = 0.1) -> torch.Tensor:
+    """`image [3, H, W]` cropped to `character_box(mask, aspect, margin)`, resized to `size` (H, W) if given:
+    the reference a model trained with `framing="character"` expects."""
+    top, left, height, width = character_box(mask, aspect, margin)
+    crop = image[:, top : top + height, left : left + width]
+    if size is None:
+        return crop
+    return nnf.interpolate(crop[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
 
 
 # --- helpers --------------------------------------------------------------------------------
