@@ -12,6 +12,7 @@
 #   SIZE=128 VAE_STEPS=4000 IMAGE_STEPS=2500 WORLD=runs/sw128v2-data bash bench/synthworld.sh runs/sw128-v2
 #                                                  # the shipped weights (then: python -m aa2 convert
 #                                                  #   runs/sw128-v2/motion/aa2-final.safetensors OUT --dtype fp16)
+#   REFERENCE_FRAMING=character SNR_WEIGHTING=min_snr_plus_one ...   # the two fixes measured in bench/README.md
 #   TRAIN_SET="data.num_workers=8" ...     # more --set for both train.train stages (a GPU machine's cores)
 #
 # Every step is seeded and skips work that is already done, so a stopped run continues.
@@ -21,6 +22,8 @@ cd "$(dirname "$0")/.."
 run="${1:-runs/synthworld}"
 variant="${VARIANT:-aa2}"          # train.init_model --variant: aa2, aa1, no_depth, no_objects
 env_mask="${ENV_MASK:-agnostic}"   # data.environment_mask: agnostic (eq. 2), precise, box
+framing="${REFERENCE_FRAMING:-frame}"  # data.reference_framing: frame, character (a portrait reference)
+weighting="${SNR_WEIGHTING:-min_snr}"  # loss.snr_weighting: min_snr, min_snr_plus_one (Moore's)
 image_steps="${IMAGE_STEPS:-1500}"
 motion_steps="${MOTION_STEPS:-400}"
 eval_steps="${EVAL_STEPS:-20}"
@@ -57,6 +60,7 @@ stage() {  # stage NAME START STEPS
   say "$1 stage ($3 steps)"
   "$py" -m train.train --config train/recipes/synthworld.yaml --stage "$1" --data "$world/train" --out "$out" \
     --set "model.base=$2" --set "optim.steps=$3" --set "data.environment_mask=$env_mask" \
+    --set "data.reference_framing=$framing" --set "loss.snr_weighting=$weighting" \
     --set "data.size=[$size,$size]" "${train_set[@]/#/--set=}" "${resume[@]}"
 }
 stage image "$run/base.safetensors" "$image_steps"
@@ -67,7 +71,7 @@ evaluate() {  # evaluate NAME CHECKPOINT [EXTRA...]
   shift 2
   say "scores: $name"
   "$py" -m train.synthworld_eval --checkpoint "$checkpoint" --data "$world/heldout" --out "$run/scores/$name" \
-    --steps "$eval_steps" --environment-mask "$env_mask" "$@"
+    --steps "$eval_steps" --environment-mask "$env_mask" --reference-framing "$framing" "$@"
 }
 extra=()
 [ "$variant" = aa1 ] && extra=(--composite)
