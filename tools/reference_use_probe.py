@@ -1,6 +1,6 @@
 """Does a trained checkpoint use its reference image? (SynthWorld issue; bench/README.md, "Why it does not look")
 
-    python tools/reference_use_probe.py CKPT HELDOUT_DIR N [frame|character]
+    PYTHONPATH=. python tools/reference_use_probe.py CKPT HELDOUT_DIR N [frame|character]
 
 Renders the first N held-out clips with the clip's own reference (character A) and with the cross-identity
 character B's, both driven by A's video, and prints per clip: motion, A's character-region PSNR with A's
