@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from aa2.errors import AA2InputError
 from train.metrics import (character_band, environment_region, estimate_silhouette, mask_iou, psnr, region_psnr,
                            scaled_radius)
 
@@ -144,6 +145,9 @@ def test_render_takes_a_reference_and_an_environment_formulation(tiny_model, hel
     # a model trained on portrait references gets B as a portrait (the crop itself: tests/test_augment.py)
     framed, _, _ = clip_extras(clips, 0, cross_identity=True, framing="character")
     assert framed.shape == reference.shape and float((framed - reference).abs().mean()) > 0.05
+    from train.synthworld_eval import evaluate
+    with pytest.raises(AA2InputError, match="--reference-framing is one of frame, character"):
+        evaluate("never-loaded.safetensors", heldout, "never-written", framing="portrait")
 
 
 def test_silhouette_is_taken_against_the_scene_the_vae_shows_when_given():

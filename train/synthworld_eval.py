@@ -73,6 +73,9 @@ from .metrics import SCORES as METRICS
 from .render import render_clip, write_video
 
 
+REFERENCE_FRAMINGS = ("frame", "character")  # train.config DataSettings.reference_framing
+
+
 def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: int | None) -> PreparedClips:
     """The held-out clips, consecutive frames, no augmentation. `size` None: the clips' own;
     `clip_length` None: the shortest clip's frame count (one clip per video)."""
@@ -151,6 +154,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     """Render and score the held-out clips; writes `OUT/metrics.json` and returns the same dict."""
     if formulation not in ENVIRONMENT_MASKS:
         raise AA2InputError(f"--environment-mask is one of {', '.join(ENVIRONMENT_MASKS)}; got {formulation!r}")
+    if framing not in REFERENCE_FRAMINGS:
+        raise AA2InputError(f"--reference-framing is one of {', '.join(REFERENCE_FRAMINGS)}; got {framing!r}")
     settings.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clip-length", type=int, help="frames per clip (default: the shortest clip's length)")
     parser.add_argument("--environment-mask", choices=ENVIRONMENT_MASKS, default="agnostic",
                         help="the formulation the model was trained with (default agnostic, eq. 2)")
-    parser.add_argument("--reference-framing", choices=("frame", "character"), default="frame",
+    parser.add_argument("--reference-framing", choices=REFERENCE_FRAMINGS, default="frame",
                         help="how the model was trained to see its reference (data.reference_framing)")
     parser.add_argument("--cross-identity", action="store_true", help="animate the clip's other character (cross/)")
     parser.add_argument("--composite", action="store_true",
@@ -275,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.checkpoint, args.data, args.out,
             settings=SamplingSettings(steps=args.steps, cfg=args.cfg, seed=args.seed),
             size=tuple(args.size) if args.size else None, clip_length=args.clip_length,
-            formulation=args.environment_mask, framing=args.reference_framing, cross_identity=args.cross_identity, composite=args.composite,
+            formulation=args.environment_mask, framing=args.reference_framing,
+            cross_identity=args.cross_identity, composite=args.composite,
             limit=args.limit, save_videos=args.save_videos, lpips_backbone=args.lpips_backbone,
             lpips_linear=args.lpips_linear, device=args.device,
         )
