@@ -8,9 +8,9 @@
 #
 # Before the device call, once, from the repo root on this machine (both ignored; 6.5 MB to carry):
 #   printf '/.moore/\n/.whl/\n' >> .git/info/exclude
-#   mkdir -p .moore && git --git-dir=/work/.mirror/MooreThreads+Moore-AnimateAnyone/repo archive HEAD \
-#       src configs/inference/inference_v2.yaml | tar -x -C .moore      # or a clone's: git -C CLONE archive ...
-#   git --git-dir=/work/.mirror/MooreThreads+Moore-AnimateAnyone/repo rev-parse HEAD > .moore/COMMIT
+#   mkdir -p .moore && git -C MOORE_CLONE archive HEAD \
+#       src configs/inference/inference_v2.yaml | tar -x -C .moore      # MOORE_CLONE: a Moore-AnimateAnyone checkout
+#   git -C MOORE_CLONE rev-parse HEAD > .moore/COMMIT
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl diffusers==0.42.1       # the device has torch, transformers, accelerate, einops, safetensors,
@@ -36,7 +36,7 @@ long="${LONG:-3}"                        # ours and Moore's long video: LONG x F
 lowvram_long="${LOWVRAM_LONG:-4}"        # low-VRAM's long video: 64 frames, the target's "4x the length"
 sides="${SIDES:-aa2,moore,aa2-lowvram}"
 moore="${MOORE:-.moore}"
-weights="${WEIGHTS:-/tmp/aa2-bench-weights}"
+weights="${WEIGHTS:-${TMPDIR:-/tmp}/aa2-bench-weights}"
 budget="${BUDGET:-420}"                  # seconds for the sides; a side past it is stopped, its calls kept
 vae_chunk="${VAE_CHUNK:-0}"              # our frames per VAE call; 0: as many as free GPU memory allows
 flops=(); [ "${FLOPS:-0}" = 1 ] || flops=(--no-flops)
