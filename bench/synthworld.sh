@@ -14,6 +14,8 @@
 #                                                  #   runs/sw128-v2/motion/aa2-final.safetensors OUT --dtype fp16)
 #   REFERENCE_FRAMING=character SNR_WEIGHTING=min_snr_plus_one ...   # the two fixes measured in bench/README.md
 #   TRAIN_SET="data.num_workers=8" ...     # more --set for both train.train stages (a GPU machine's cores)
+#   VAE=aa2/synthworld/weights/aa2-synthworld.safetensors ...   # reuse a trained VAE (a train.vae folder,
+#                                                  #   a VAE file or a pack checkpoint) instead of training one
 #
 # Every step is seeded and skips work that is already done, so a stopped run continues.
 set -euo pipefail
@@ -31,6 +33,7 @@ world="${WORLD:-runs/synthworld-data}"  # shared by every variant: the same clip
 size="${SIZE:-64}"                 # clip side in pixels (the figure is about 0.4 of it)
 vae_crop="${VAE_CROP:-64}"         # the VAE trains on random crops of this side, scored on whole frames
 vae_steps="${VAE_STEPS:-2000}"
+vae="${VAE:-$world/vae}"           # the VAE baked into the base; trained below when it is the world's own and missing
 videos="${VIDEOS:-512}"            # training clips (the held-out set is always the same 24)
 read -r -a train_set <<< "${TRAIN_SET:-}"
 py="${PYTHON:-python}"            # python3 on the GPU machine
@@ -42,7 +45,7 @@ say "world: $videos training clips, 24 held-out clips with cross-identity render
 "$py" -m train.synthworld "$world/train" --videos "$videos" --frames 16 --size "$size" --split train
 "$py" -m train.synthworld "$world/heldout" --videos 24 --frames 16 --size "$size" --split heldout --cross-identity
 
-if [ ! -f "$world/vae/config.json" ]; then
+if [ "$vae" = "$world/vae" ] && [ ! -f "$world/vae/config.json" ]; then
   say "VAE ($vae_steps steps of 16 crops of ${vae_crop}x${vae_crop})"
   "$py" -m train.vae --data "$world/train" --eval-data "$world/heldout" --out "$world/vae" --steps "$vae_steps" --seed 0 \
     --size "$size" --crop "$vae_crop"
@@ -50,7 +53,7 @@ fi
 
 mkdir -p "$run"
 [ -f "$run/base.safetensors" ] || "$py" -m train.init_model --preset synthworld --variant "$variant" \
-  --vae "$world/vae" --out "$run/base.safetensors" --seed 0
+  --vae "$vae" --out "$run/base.safetensors" --seed 0
 
 stage() {  # stage NAME START STEPS
   local out="$run/$1"
