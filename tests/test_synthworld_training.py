@@ -166,6 +166,19 @@ def test_environment_formulation_reaches_the_training_batch(world, vae, tmp_path
 SHIPPED = REPO / "aa2" / "synthworld" / "weights" / "aa2-synthworld.safetensors"
 
 
+def test_a_half_precision_vae_is_baked_in_as_float32(tmp_path):
+    """The shipped weights are fp16; a training base made from them must not encode in fp16 (which ran
+    the 128-px image stage at 21 s/step on the CPU instead of about 1.5)."""
+    from train.init_model import init_model
+
+    assert {str(t.dtype) for n, t in load_file(str(SHIPPED)).items() if n.startswith("vae.")} == {"torch.float16"}
+    base = load_file(str(init_model("synthworld", tmp_path / "base.safetensors", vae=SHIPPED)))
+    shipped = load_file(str(SHIPPED))
+    vae = {name: tensor for name, tensor in base.items() if name.startswith("vae.")}
+    assert vae and all(tensor.dtype == torch.float32 for tensor in vae.values())
+    assert all(torch.equal(tensor, shipped[name].float()) for name, tensor in vae.items())
+
+
 def test_training_improves_what_a_user_sees(tmp_path):
     """Rendered frames, not the loss, get closer to the clip: a fresh model with a VAE that
     reconstructs (the shipped SynthWorld one) trains 30 image-stage steps on one clip, and its

@@ -119,8 +119,10 @@ def init_model(preset: str, out: str | Path, *, vae: str | Path | None = None, v
     parts = random_parts(config, seed, perturb=False)
     if reference_init == "copy":
         parts.reference_unet = reference_from_denoising(parts.denoising_unet, parts.reference_unet)
-    if vae_state is not None:
-        parts.vae = vae_state
+    if vae_state is not None:  # float32 like the rest: a half-precision VAE (from an fp16 pack checkpoint)
+        # would make every training step encode in float16, which CPUs run about ten times slower
+        parts.vae = {name: tensor.float() if tensor.is_floating_point() else tensor
+                     for name, tensor in vae_state.items()}
         parts.sources["vae"] = str(vae)
     parts.sources = {name: (source if name == "vae" and vae else f"fresh initialisation (seed {seed})")
                      for name, source in parts.sources.items()}
