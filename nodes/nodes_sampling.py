@@ -75,22 +75,31 @@ def _fit(frames: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") ->
 
 
 def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames,
-            parts: ConditioningParts) -> AnimationInputs:
+            parts: ConditioningParts, cut_longer: bool = False) -> AnimationInputs:
     """The node inputs fitted to the pose frames, then assembled for a model with `parts`: a condition
-    it has no part for (depth or objects on Moore / MIMO weights) is refused, saying what to disconnect."""
+    it has no part for (depth or objects on Moore / MIMO weights) is refused, saying what to disconnect.
+
+    A sequence longer than the pose is refused unless `cut_longer` (the user's explicit choice, logged):
+    a longer video may not be the one the pose was extracted from, and cutting it silently hid that."""
     skeleton = pose["skeleton"]
     frames, size = skeleton.shape[0], tuple(skeleton.shape[-2:])
     reference = (image_to_frames(reference_image, "reference_image")[0] if reference_image is not None
                  else torch.zeros(3, *size))
+
+    def to_pose_length(sequence, name):
+        return match_pose_length(sequence, frames, name, trim=cut_longer)
+
     environment = mask = objects = None
-    if driving_frames is not None:  # a longer video is refused, not cut: it may not be the pose's
-        environment = _fit(match_pose_length(image_to_frames(driving_frames, "driving_frames"), frames,
-                                             "driving_frames"), size)
+    if driving_frames is not None:
+        environment = _fit(to_pose_length(image_to_frames(driving_frames, "driving_frames"), "driving_frames"), size)
     if agnostic_mask is not None:
-        mask = match_frames(mask_to_frames(agnostic_mask, "agnostic_mask"), frames, "agnostic_mask")
+        mask = mask_to_frames(agnostic_mask, "agnostic_mask")
+        if mask.shape[0] > 1:  # one mask alone stands for every frame
+            mask = to_pose_length(mask, "agnostic_mask")
+        mask = match_frames(mask, frames, "agnostic_mask")
         mask = _fit(mask[:, None], size, "nearest")[:, 0]
     if object_frames is not None:
-        objects = _fit(match_pose_length(image_to_frames(object_frames, "object_frames"), frames, "object_frames"), size)
+        objects = _fit(to_pose_length(image_to_frames(object_frames, "object_frames"), "object_frames"), size)
     return assemble_inputs(reference, skeleton, depth=pose.get("depth"), depth_kind="structured",
                            environment=environment, mask=mask, objects=objects,
                            parts=parts, missing="refuse").inputs
@@ -99,7 +108,7 @@ def _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames,
 def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_environment,
            clip_length, motion_frames, overlap, reference=None, reference_image=None, driving_frames=None,
            agnostic_mask=None, object_frames=None, sampler=None, sigmas=None, noise=None, release_model=False,
-           offload="auto", node_id=None, latent=None):
+           offload="auto", node_id=None, latent=None, cut_longer_inputs=False):
     """Shared body of AA2Sampler and LongVideoChainer: ComfyUI types in, (IMAGE, LATENT) out."""
     if latent is not None:  # an API-format workflow from before NOISE still links its old input
         raise AA2InputError("the sampler's 'latent' input (initial noise) is gone: connect RandomNoise to "
@@ -107,7 +116,7 @@ def render(aa2_model, pose, seed, steps, cfg, sampler_name, environment, paste_e
     if reference is None and reference_image is None:
         raise AA2InputError("connect either a reference (AA2 Encode Reference) or a reference_image")
     inputs = _inputs(reference_image, pose, driving_frames, agnostic_mask, object_frames,
-                     ConditioningParts.of(aa2_model.model))
+                     ConditioningParts.of(aa2_model.model), cut_longer=cut_longer_inputs)
     initial = None
     if noise is not None:  # as in SamplerCustomAdvanced, the NOISE's seed is the run's seed
         initial = noise_to_latents(noise, inputs.frames, *inputs.size)
@@ -186,6 +195,9 @@ def _common_inputs(long_video: bool) -> dict:
                   "takes it) instead of the seed's; its seed then also seeds the sampler's per-step noise."}),
         "release_model": ("BOOLEAN", {"default": False, "tooltip": "Move the model off the GPU when done."}),
         "offload": OFFLOAD_INPUT,
+        "cut_longer_inputs": ("BOOLEAN", {"default": False, "tooltip": "Driving frames, masks and object "
+                              "frames longer than the pose: on, use their first frames (said in the log); "
+                              "off, refuse them, since a longer video may not be the one the pose came from."}),
     }
     return {"required": required, "optional": optional, "hidden": {"node_id": "UNIQUE_ID"}}
 

@@ -249,7 +249,7 @@ def walk(pack, models, micro_files):  # noqa: F811
     render = dict(aa2_model=hosted, pose=pose, seed=3, steps=1, cfg=1.0, sampler_name="default",
                   environment="auto", paste_environment=False)
     scene = dict(reference_image=_image(1, seed=4), driving_frames=_image(seed=5), agnostic_mask=_mask(),
-                 object_frames=_image(seed=6), release_model=False, offload="model")
+                 object_frames=_image(seed=6), release_model=False, offload="model", cut_longer_inputs=False)
     custom = dict(reference=reference, sampler=euler, sigmas=sigmas, noise=RandomNoise(5))
     chain = dict(clip_length=2, motion_frames=1, overlap=0)
     calls = {

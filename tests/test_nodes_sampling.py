@@ -278,3 +278,18 @@ def test_a_stale_latent_link_from_an_old_workflow_says_what_replaced_it(nodes, h
     """API-format workflows from before NOISE may still link the old `latent` (noise) input."""
     with pytest.raises(pack.aa2.errors.AA2InputError, match="RandomNoise"):
         _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, latent={"samples": torch.zeros(1, 4, F, 8, 8)})
+
+
+def test_longer_inputs_are_refused_unless_cut_longer_inputs_then_their_first_frames_are_used(nodes, hosted, pose,
+                                                                                             pack, caplog):
+    longer = dict(driving_frames=torch.cat([_image(seed=5), _image(2, seed=9)]),
+                  agnostic_mask=torch.cat([_mask(), _mask(2)]),
+                  object_frames=torch.cat([_image(seed=6), _image(2, seed=10)]))
+    with pytest.raises(pack.aa2.errors.AA2InputError, match="cut_longer_inputs"):
+        _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, **longer)
+    with caplog.at_level("WARNING", logger="aa2"):
+        cut, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose, cut_longer_inputs=True, **longer)
+    exact, _ = _run(nodes.nodes_sampling.AA2Sampler(), hosted, pose)
+    assert torch.equal(cut, exact)
+    for name in longer:  # each cut is said, naming the input
+        assert f"{name} has {F + 2} frames, the pose {F}" in caplog.text

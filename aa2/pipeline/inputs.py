@@ -40,9 +40,11 @@ def match_pose_length(frames: torch.Tensor, pose_frames: int, name: str, *, trim
                     pose_frames)
         return frames[:pose_frames]
     shortest = min(count, pose_frames)
+    switch = (f" or turn on the sampler's cut_longer_inputs to use its first {pose_frames}," if count > pose_frames
+              else "")
     fix = worded(
-        comfyui="Load the same frame range for both (VideoHelperSuite's frame_load_cap / skip_first_frames), "
-                f"or cut the longer one with Image From Batch (batch_index 0, length {shortest}).",
+        comfyui="Load the same frame range for both (VideoHelperSuite's frame_load_cap / skip_first_frames),"
+                f"{switch} or cut the longer one with Image From Batch (batch_index 0, length {shortest}).",
         cli=f"Trim the longer one, or pass --max-frames {shortest} to use the first {shortest} of each.",
     )
     raise AA2InputError(f"{name} has {count} frames but the pose has {pose_frames}: every sequence needs one "
