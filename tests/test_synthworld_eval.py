@@ -116,6 +116,26 @@ def test_eval_writes_finite_scores_for_every_metric_and_clip(tiny_weights, heldo
     assert result["estimator_on_truth"]["silhouette_iou"] > 0.6
 
 
+def test_scores_record_the_annotations_the_weights_could_not_take(tiny_weights, heldout, tmp_path, capsys):
+    """Moore-converted weights have no depth branch: every clip's depth is left out, and metrics.json
+    says so beside the scores (before, only the log did); full weights leave nothing out."""
+    from aa2.cli import main as cli
+
+    moore = tmp_path / "moore.safetensors"
+    assert cli(["convert", str(tiny_weights / "animateanyone2" / "aa2-tiny-moore"), str(moore),
+                "--vae", str(tiny_weights / "vae" / "aa2-tiny-vae.safetensors"),
+                "--image-encoder", str(tiny_weights / "clip_vision" / "aa2-tiny-clip-vision.safetensors")]) == 0
+    capsys.readouterr()
+    from train.synthworld_eval import main
+
+    assert main(["--checkpoint", str(moore), "--data", str(heldout), "--out", str(tmp_path / "moore-scores"),
+                 "--steps", "1", "--device", "cpu", "--limit", "1"]) == 0
+    dropped = json.loads((tmp_path / "moore-scores" / "metrics.json").read_text())["dropped"]
+    assert dropped["clips"]["depth"] == 1 and dropped["why"].startswith("left out")
+    assert "note: left out" in capsys.readouterr().err
+    assert _run(tiny_weights, heldout, tmp_path / "full", "--limit", "1")["dropped"] == {}
+
+
 def test_composite_keeps_the_driving_frame_outside_the_mask(tiny_weights, heldout, tmp_path):
     result = _run(tiny_weights, heldout, tmp_path / "composite", "--composite", "--environment-mask", "precise",
                   "--limit", "1")

@@ -537,3 +537,4 @@ def test_evaluate_writes_per_video_and_mean_scores(straight_run, tmp_path):
     assert mean["psnr"] == pytest.approx(sum(v["psnr"] for v in scores["videos"].values()) / 2)
     assert mean["lpips"] is None and mean["fvd"] is None
     assert "--lpips-backbone" in scores["skipped"]["lpips"] and "--i3d" in scores["skipped"]["fvd"]
+    assert scores["dropped"] == {}  # the tiny weights take every annotation the clips have

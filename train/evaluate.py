@@ -12,7 +12,9 @@ starting at every frame). `--protocol standard` feeds LPIPS −1..1 inputs as it
 Per-video scores are the mean over that video's frames (of all its clips); the summary is the mean
 over videos. FVD is one number over all clips. LPIPS and FVD need weight files the user provides;
 without them, or with clips shorter than the FVD clip length, they are reported as skipped with the
-reason. Writes `OUT/scores.json` (and, with `--save-videos`, one mp4 per clip: truth | render).
+reason. Writes `OUT/scores.json` (and, with `--save-videos`, one mp4 per clip: truth | render); its
+`dropped` names the annotations the weights could not take (depth, objects on Moore weights) and in
+how many clips they were left out.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import torch
 
 from aa2.errors import AA2Error
 from aa2.pipeline.inputs import SamplingSettings
-from aa2.weights.sources import ModelSources, load_model
+from aa2.animate_command import load_for_device, pick_dtype
+from aa2.weights.sources import ModelSources
 
 from .metrics import STANDARD, TIKTOK, MetricProtocol, load_i3d, load_lpips, psnr, quantize_8bit, ssim, video_clips
 from .metrics import frechet_video_distance
-from .render import render_clip, write_video
+from .render import count_dropped, render_clip_reporting, write_video
 
 PROTOCOLS = {"tiktok": TIKTOK, "standard": STANDARD}
 
@@ -70,14 +73,19 @@ def evaluate(checkpoint: str | Path, data: str, out: str | Path, *, protocol: Me
     else:
         skipped["fvd"] = "no I3D detector: pass --i3d i3d_torchscript.pt (StyleGAN-V's)"
 
-    model = load_model(ModelSources.from_path(checkpoint)).to(device)
+    # one dtype for the whole model, as the CLI renders: a checkpoint converted from Moore's fp16 files
+    # loads partly fp16, partly fp32 (its fresh AA2 parts), which no single input dtype can run
+    model = load_for_device(ModelSources.from_path(checkpoint), torch.device(device),
+                            pick_dtype("auto", torch.device(device)))
     clips = open_test_clips(data, size, clip_length, dataset_factory)
     count = len(clips) if limit is None else min(limit, len(clips))
     per_video: dict[str, dict[str, list[float]]] = {}
-    real_clips, fake_clips = [], []
+    real_clips, fake_clips, dropped = [], [], []
     for index in range(count):
         sample = clips[index]
-        rendered = render_clip(model, sample, settings).float()
+        rendered, left_out = render_clip_reporting(model, sample, settings)
+        rendered = rendered.float()
+        dropped.append(left_out)
         truth = sample["frames"].float().cpu()
         if protocol.quantize_8bit:
             rendered, truth = quantize_8bit(rendered), quantize_8bit(truth)
@@ -114,6 +122,7 @@ def evaluate(checkpoint: str | Path, data: str, out: str | Path, *, protocol: Me
         "videos": videos,
         "mean": {**mean, "fvd": fvd},
         "skipped": skipped,
+        "dropped": count_dropped(dropped),  # conditions the weights have no part for, per clip count
     }
     (out / "scores.json").write_text(json.dumps(result, indent=1))
     return result
@@ -155,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result["mean"]))
     for name, reason in result["skipped"].items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
+    if result["dropped"]:
+        print(f"note: {result['dropped']['why']} (clips: {result['dropped']['clips']})", file=sys.stderr)
     return 0
 
 

@@ -54,6 +54,15 @@ def render_clip(model: AA2Model, sample: dict[str, Any], settings: SamplingSetti
     """Render a prepared clip (`reference`, `formulation`: see `animation_inputs`); returns
     `[F, 3, H, W]` 0..1 on the CPU. Conditions the model has no part for are left out, with a
     warning in the log naming the clip and what was left out."""
+    return render_clip_reporting(model, sample, settings, depth_convention, reference=reference,
+                                 formulation=formulation)[0]
+
+
+def render_clip_reporting(model: AA2Model, sample: dict[str, Any], settings: SamplingSettings,
+                          depth_convention: str = "inverse", *, reference: torch.Tensor | None = None,
+                          formulation: EnvironmentMask = "agnostic") -> tuple[torch.Tensor, tuple[str, ...]]:
+    """`render_clip`, and the conditions it left out: what a score file records beside the scores,
+    so that an evaluation without depth or objects never reads as a full one."""
     frames = sample["frames"].shape[0]
     length = min(frames, model.config.motion.trained_frames)
     settings = dataclasses.replace(settings, clip_length=length, motion_frames=min(settings.motion_frames, length - 1))
@@ -62,7 +71,14 @@ def render_clip(model: AA2Model, sample: dict[str, Any], settings: SamplingSetti
         log.warning("clip %s@%s: %s", sample.get("video_id", "?"), sample.get("start", 0),
                     dropped_text(assembled.dropped))
     result = animate(model, assembled.inputs, settings)
-    return rearrange(result.frames, "f h w c -> f c h w")
+    return rearrange(result.frames, "f h w c -> f c h w"), assembled.dropped
+
+
+def count_dropped(per_clip: list[tuple[str, ...]]) -> dict[str, Any]:
+    """For a score file: how many clips left out each condition, in words (`{}` when none did)."""
+    counts = {name: sum(name in dropped for dropped in per_clip) for name in ("depth", "objects")}
+    counts = {name: count for name, count in counts.items() if count}
+    return {"clips": counts, "why": dropped_text(tuple(counts))} if counts else {}
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float = 8.0) -> Path:

@@ -62,7 +62,8 @@ from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
 from aa2.errors import AA2Error, AA2InputError
 from aa2.pipeline.inputs import SamplingSettings
 from aa2.pipeline.vae_codec import vae_round_trip
-from aa2.weights.sources import ModelSources, load_model
+from aa2.animate_command import load_for_device, pick_dtype
+from aa2.weights.sources import ModelSources
 
 from . import store
 from .dataset import PreparedClips, _cover, _resize
@@ -70,7 +71,7 @@ from .metrics import (BAND_INNER_PX_AT_64, BAND_OUTER_PX_AT_64, ENVIRONMENT_MARG
                       SILHOUETTE_THRESHOLD, Truth, estimate_silhouette, frame_mean, jsonable, load_lpips, mask_iou,
                       quantize_8bit, score_clip)
 from .metrics import SCORES as METRICS
-from .render import render_clip, write_video
+from .render import count_dropped, render_clip_reporting, write_video
 
 
 REFERENCE_FRAMINGS = ("frame", "character")  # train.config DataSettings.reference_framing
@@ -160,7 +161,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(ModelSources.from_path(checkpoint)).to(device)
+    # one dtype for the whole model, as the CLI renders: a checkpoint converted from Moore's fp16 files
+    # loads partly fp16, partly fp32 (its fresh AA2 parts), which no single input dtype can run
+    model = load_for_device(ModelSources.from_path(checkpoint), torch.device(device),
+                            pick_dtype("auto", torch.device(device)))
     if composite and not model.config.use_environment:
         # the AA1 baseline never sees the environment; it is pasted in afterwards
         settings = dataclasses.replace(settings, environment="off")
@@ -174,11 +178,14 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     clips = open_heldout(data, size, clip_length)
     count = len(clips) if limit is None else min(limit, len(clips))
 
-    per_clip = []
+    per_clip, dropped = [], []
     for index in range(count):
         sample = clips[index]
         reference, truth, motion = clip_extras(clips, index, cross_identity, framing)
-        rendered = render_clip(model, sample, settings, reference=reference, formulation=formulation).float()
+        rendered, left_out = render_clip_reporting(model, sample, settings, reference=reference,
+                                                   formulation=formulation)
+        rendered = rendered.float()
+        dropped.append(left_out)
         ceiling = vae_round_trip(model.vae, truth.frames)
         scene = quantize_8bit(vae_round_trip(model.vae, truth.background[None]))[0]
         if composite:
@@ -224,6 +231,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         "by_motion": {m: {"clips": sum(c["motion"] == m for c in per_clip),
                           "mean": _clip_mean([c for c in per_clip if c["motion"] == m], "scores")} for m in motions},
         "skipped": skipped,
+        "dropped": count_dropped(dropped),  # an ablation variant's missing parts, per clip count
     }
     (out / "metrics.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
     return result
@@ -291,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_line(result, args.out))
     for name, reason in result["skipped"].items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
+    if result["dropped"]:
+        print(f"note: {result['dropped']['why']} (clips: {result['dropped']['clips']})", file=sys.stderr)
     return 0
 
 
