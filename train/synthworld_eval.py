@@ -62,7 +62,7 @@ from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
 from aa2.errors import AA2Error, AA2InputError
 from aa2.pipeline.inputs import SamplingSettings
 from aa2.pipeline.vae_codec import vae_round_trip
-from aa2.animate_command import load_for_device, pick_dtype
+from aa2.animate_command import load_for_device
 from aa2.weights.sources import ModelSources
 
 from . import store
@@ -161,10 +161,10 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    # one dtype for the whole model, as the CLI renders: a checkpoint converted from Moore's fp16 files
-    # loads partly fp16, partly fp32 (its fresh AA2 parts), which no single input dtype can run
-    model = load_for_device(ModelSources.from_path(checkpoint), torch.device(device),
-                            pick_dtype("auto", torch.device(device)))
+    # one dtype for the whole model: a checkpoint converted from Moore's fp16 files loads partly fp16,
+    # partly fp32 (its fresh AA2 parts), which no single input dtype can run. float32 on every device,
+    # so that scores made on the CPU and on a GPU compare (the models are small)
+    model = load_for_device(ModelSources.from_path(checkpoint), torch.device(device), torch.float32)
     if composite and not model.config.use_environment:
         # the AA1 baseline never sees the environment; it is pasted in afterwards
         settings = dataclasses.replace(settings, environment="off")
