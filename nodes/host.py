@@ -1,9 +1,9 @@
 """Everything the pack asks of its ComfyUI host, with a fallback for each when there is none.
 
 This is the only module that imports ComfyUI (`folder_paths`, `comfy.model_management`,
-`comfy.utils`, `comfy.model_patcher`, `comfy.model_sampling`, `latent_preview`; a test holds the
-other node modules to it). Each import is guarded, so the pack
-imports and its node functions run in the tests and the CLI, where:
+`comfy.utils`, `comfy.model_patcher`, `comfy.model_sampling`, `comfy.latent_formats`, `latent_preview`;
+a test holds the other node modules to it). Each import is guarded, so the pack imports and its node
+functions run in the tests and the CLI, where:
 
 - model folders are `<models dir>/<folder name>`, the models dir coming from `set_models_dir()`
   (tests) or the `AA2_MODELS_DIR` environment variable;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as nnf
 
 from aa2.conditioning.structured_depth import skeleton_mask, structured_depth
 from aa2.errors import AA2InputError
@@ -102,6 +103,13 @@ def test_mismatches_name_both_shapes_and_resize_is_offered(skeleton, depth):
         structured_depth(skeleton, small, convention="depth")
     resized = structured_depth(skeleton, small, convention="depth", resize=True)
     assert resized.shape == (F, 3, H, W) and (resized[:, 0][~skeleton_mask(skeleton)] == 0).all()
+    # resizing keeps the picture; another aspect ratio would stretch depth off the joints
+    with pytest.raises(AA2InputError, match=r"depth maps are 24×24 \(width × height\).*aspect ratio"):
+        structured_depth(skeleton, depth[..., :24], convention="depth", resize=True)
+    with pytest.raises(AA2InputError, match="aspect ratio"):
+        structured_depth(skeleton, depth[..., :, :30], convention="depth", resize=True)
+    rounded = nnf.interpolate(depth[:, None], size=(H * 2 + 1, W * 2), mode="bilinear")[:, 0]  # within 3 %
+    assert structured_depth(skeleton, rounded, convention="depth", resize=True).shape == (F, 3, H, W)
     with pytest.raises(AA2InputError, match="larger = nearer"):
         structured_depth(skeleton, depth, convention="disparity")
     with pytest.raises(AA2InputError, match="channel 3"):

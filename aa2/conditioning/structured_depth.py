@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as nnf
 from einops import rearrange, repeat
 
-from ..errors import AA2InputError
+from ..errors import AA2InputError, size_text
 
 DepthConvention = Literal["depth", "inverse"]
 DEFAULT_THRESHOLD = 8 / 255
@@ -100,6 +100,7 @@ def structured_depth(
                 f"{tuple(depth.shape)} is {tuple(depth.shape[-2:])}. Pass resize=True to resize the depth "
                 "to the skeleton's size, or resize one of them first."
             )
+        _check_same_aspect(depth.shape[-2:], mask.shape[-2:])
         depth = nnf.interpolate(depth[:, None], size=mask.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     depth = depth.to(device=mask.device, dtype=torch.float32)
     if not torch.isfinite(depth[mask]).all():
@@ -114,6 +115,23 @@ def structured_depth(
     scaled = torch.where(span > 0, (near - lo) / span.clamp_min(1e-12), torch.ones_like(near))
     out = torch.where(mask, floor + (1.0 - floor) * scaled.clamp(0, 1), torch.zeros_like(near))
     return repeat(out, "f h w -> f c h w", c=3).contiguous()
+
+
+# Depth preprocessors resize to their own resolution and round it (Depth Anything to multiples of 14),
+# which moves the aspect ratio by up to about 1 %; a larger change is depth of other frames or a crop.
+ASPECT_TOLERANCE = 0.03
+
+
+def _check_same_aspect(depth_size, skeleton_size) -> None:
+    """Depth of another shape would be stretched onto the skeleton, so each joint would take the
+    depth of some other place in the frame: refuse it rather than resize."""
+    (dh, dw), (sh, sw) = map(int, depth_size), map(int, skeleton_size)
+    if abs((dw / dh) / (sw / sh) - 1) > ASPECT_TOLERANCE:
+        raise AA2InputError(
+            f"the depth maps are {size_text(dh, dw)} but the skeleton is {size_text(sh, sw)}: depth of another "
+            "aspect ratio would be stretched and no longer line up with the body. Make the depth from the same "
+            "driving frames (at their size or aspect ratio), or crop / resize frames, skeleton and depth together."
+        )
 
 
 def _check_images(x: object, name: str) -> None:
