@@ -10,6 +10,8 @@ Every failure becomes an `AA2WeightsError` naming the file, because in ComfyUI t
 user sees, and says which failure it is: an empty file, a file that is no checkpoint at all (a text
 or HTML page saved under a weight file's name, random bytes), a truncated or corrupt one, a pickle
 that holds Python objects (the only case called a security risk), or weights that are NaN or inf.
+`load_strict` adds the misfits only the receiving module can tell: keys, shapes, and integer tensors
+where the module holds floating-point ones (or the reverse).
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _TORCH_GLOBALS = ("torch", "collections", "numpy", "_codecs", "builtins")
 
 
-def read_state_dict(path: str | Path) -> StateDict:
-    """All tensors of a weight file, on the CPU, with wrappers (`state_dict`, `module`) removed."""
+def read_state_dict(path: str | Path, wrappers: tuple[str, ...] = ()) -> StateDict:
+    """All tensors of a weight file, on the CPU, with wrappers (`state_dict`, `module`) removed.
+
+    `wrappers` names more keys a format wraps its weights in (Meta's SAM2 files hold `{"model": ...}`);
+    they are opt-in so that a pack file with a top-level `model` key is not silently unwrapped.
+    """
     path = Path(path)
     if not path.is_file():
         raise AA2WeightsError(
@@ -62,7 +68,7 @@ def read_state_dict(path: str | Path) -> StateDict:
         loaded: object = _read_safetensors(path)
     else:
         loaded = _read_pickle(path)
-    return check_finite(_plain_state_dict(loaded, path), str(path))
+    return check_finite(_plain_state_dict(loaded, path, _WRAPPER_KEYS + wrappers), str(path))
 
 
 def check_finite(state: StateDict, source: str) -> StateDict:
@@ -139,8 +145,42 @@ def load_strict(
         lines.append(f"Check that the file is a {what} of the kind this "
                      + worded(comfyui="slot expects.", cli="option expects."))
         raise AA2WeightsError("\n".join(lines))
+    check_dtype_kinds(expected, state, what, source)
     module.load_state_dict(dict(state), strict=True, assign=assign)
     return module
+
+
+def check_dtype_kinds(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], what: str, source: str
+) -> None:
+    """Refuse tensors whose kind (floating point or integer) differs from the module's own.
+
+    torch would either fail with "Only Tensors of floating point and complex dtype can require
+    gradients" (`assign=True`), naming neither the file nor the tensor, or, worse, silently copy
+    integers into a float parameter (`assign=False`) and render with them. The kind is compared, not
+    the dtype: fp16 or bf16 files feed fp32 modules all the time, and integer buffers such as CLIP's
+    `position_ids` legitimately arrive as integers.
+    """
+    wrong = [key for key in expected if key in state and _is_float(state[key]) != _is_float(expected[key])]
+    if not wrong:
+        return
+    lines = [f"{source}: {len(wrong)} tensor(s) for the {what} hold the wrong kind of number:"]
+    for key in wrong[:3]:
+        needed = "floating-point" if _is_float(expected[key]) else f"integer ({_dtype_name(expected[key])})"
+        lines.append(f"  the {what}'s {key} is {_dtype_name(state[key])}, where it needs {needed} values")
+    lines.append(
+        "The file was converted or exported wrongly. Re-export (or convert) its weights as float16 or float32, "
+        "leaving only integer buffers such as position_ids as integers, or download the file again."
+    )
+    raise AA2WeightsError("\n".join(lines))
+
+
+def _is_float(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point() or tensor.is_complex()
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _read_safetensors(path: Path) -> StateDict:
@@ -256,10 +296,10 @@ def _corrupt(path: Path, error: BaseException) -> AA2WeightsError:
     )
 
 
-def _plain_state_dict(loaded: object, path: Path) -> StateDict:
+def _plain_state_dict(loaded: object, path: Path, wrappers: tuple[str, ...]) -> StateDict:
     """Unwrap `{"state_dict": {...}}`-style files and insist on `{str: Tensor}`."""
     while isinstance(loaded, Mapping):
-        inner = next((loaded[k] for k in _WRAPPER_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        inner = next((loaded[k] for k in wrappers if isinstance(loaded.get(k), Mapping)), None)
         if inner is None:
             break
         loaded = inner
