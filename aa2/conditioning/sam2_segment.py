@@ -61,6 +61,7 @@ import torch.nn.functional as nnf
 from einops import rearrange
 
 from ..errors import AA2Error, AA2InputError, AA2WeightsError, size_text
+from ..weights.files import check_dtype_kinds, read_state_dict
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -500,28 +501,17 @@ def _resolve_file(path: Path) -> Path:
 
 
 def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            data: Any = load_file(str(file), device="cpu")
-        else:
-            data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, truncated, or a pickle that is not plain tensors
+    """The file's tensors, read by the pack's one reader (which tells an empty, truncated or corrupt
+    file, a renamed safetensors file, a pickle holding code and NaN/inf weights apart, naming the
+    file), then checked to be SAM2's before seconds are spent building a model."""
+    state = read_state_dict(file, wrappers=("model",))  # Meta's checkpoints: {"model": state_dict}
+    if not any(key.startswith("image_encoder.trunk.") for key in state):
         raise AA2WeightsError(
-            f"Cannot read {file}: {type(error).__name__}: {str(error)[:200]}. Only safetensors "
-            "files and plain weight pickles (torch.load(weights_only=True)) are read."
-        ) from error
-    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
-        data = data["model"]  # Meta's checkpoints: {"model": state_dict}
-    if not isinstance(data, Mapping) or not any(
-        str(k).startswith("image_encoder.trunk.") for k in data
-    ):
-        raise AA2WeightsError(
-            f"{file.name} is not a SAM2 checkpoint: it has no image_encoder.trunk.* weights. "
-            f"Expected one of {', '.join(EXPECTED_FILES)}."
+            f"{file} is not a SAM2 checkpoint: it has no image_encoder.trunk.* weights (its "
+            f"{len(state)} tensors are named like {sorted(state)[:3]}). Expected one of "
+            f"{', '.join(EXPECTED_FILES)}, from Meta's SAM2 release or a safetensors conversion of it."
         )
-    return {str(k): v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    return state
 
 
 def _pick_config(file: Path, state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -629,6 +619,8 @@ def _load_strict(predictor: Any, state_dict: Mapping, file: Path, label: str) ->
             "another SAM2 size or version than its name or the chosen config says: pass the "
             "right config=, or rename the file after the model it holds."
         )
+    # load_state_dict would copy integer weights into the float parameters without a word
+    check_dtype_kinds(own, state_dict, f"SAM2 model ({label})", str(file))
     predictor.load_state_dict(state_dict, strict=True)
 
 
