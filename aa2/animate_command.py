@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
+from .config import AA2Config, SchedulerSettings
 from .errors import AA2Cancelled, AA2InputError, AA2WeightsError, size_text
 from .pipeline.assemble import DEPTH_KINDS, assemble_inputs
 from .pipeline.inputs import AnimationInputs, SamplingSettings
@@ -275,6 +276,31 @@ def render(model, inputs: AnimationInputs, settings: SamplingSettings, out: Path
     written = write_video(out, result.frames, fps)
     print(f"wrote {written} ({result.frames.shape[0]} frames, {fps:g} fps) in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def config_before_load(sources) -> AA2Config | None:
+    """The config the model will load with, when the files tell it without a tensor being read: a
+    pack checkpoint's stored one, unless --motion-module replaces the motion modules (whose window
+    only their tensors tell). None for the other bases, whose config the load works out."""
+    from .weights.checkpoint import read_checkpoint_config
+    from .weights.sources import base_kind
+
+    base = Path(sources.base)
+    if sources.motion_module is not None or base.suffix.lower() != ".safetensors" or base_kind(base) != "aa2":
+        return None
+    return read_checkpoint_config(base)
+
+
+def check_settings_fit(settings: SamplingSettings, config: AA2Config | None) -> int | None:
+    """The settings against the model's limits: its schedule's training timesteps (the most steps)
+    and its motion modules' window (clip length, motion frames, overlap); the clip length to use.
+    Without a config only the step bound that every SD1.5-family checkpoint shares is checked
+    (None), and the rest waits for the loaded model's, still before any sampling."""
+    if config is None:
+        settings.check_steps(SchedulerSettings().num_train_timesteps)
+        return None
+    settings.check_steps(config.scheduler.num_train_timesteps)
+    return settings.validate(config.motion.trained_frames, config.motion.max_seq_length)
 
 
 def load_for_device(sources, device: torch.device, dtype: torch.dtype):

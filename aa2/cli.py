@@ -6,7 +6,9 @@ not nodes: `aa2.errors.interface`). Ctrl-C exits with 130; during `animate` the 
 sampling at the next step (see `aa2.animate_command`).
 
 Every argument is checked before anything is loaded, and no output may be one of the inputs (or
-lie inside an input folder): an output written over the driving video would destroy it.
+lie inside an input folder): an output written over the driving video would destroy it. The one
+exception is what only the model knows (its motion window, its schedule's length) when its files do
+not state it (a pack checkpoint does): that is checked right after the load, before any sampling.
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ def _settings(args: argparse.Namespace):
 def _animate(args: argparse.Namespace) -> int:
     import torch
 
-    from .animate_command import (InputFiles, ReadOptions, check_request, load_for_device, load_inputs, pick_device,
-                                  pick_dtype, render, source_fps)
+    from .animate_command import (InputFiles, ReadOptions, check_request, check_settings_fit, config_before_load,
+                                  load_for_device, load_inputs, pick_device, pick_dtype, render, source_fps)
     from .pipeline.assemble import ConditioningParts, parts_to_use
     from .video_io import check_output_path, parse_size
 
@@ -142,6 +144,7 @@ def _animate(args: argparse.Namespace) -> int:
     missing = [f"{name}: {path}" for name, path in vars(sources).items() if isinstance(path, Path) and not path.exists()]
     if missing:
         raise AA2WeightsError("weight files not found:\n  " + "\n  ".join(missing))
+    check_settings_fit(settings, config_before_load(sources))  # the model's limits, where its files say them
     inputs = load_inputs(files, options)  # every input checked before the weights are read
     known = ConditioningParts.of_base(sources.base)  # a request these weights cannot serve: refused before the load
     if known is not None:
@@ -151,6 +154,7 @@ def _animate(args: argparse.Namespace) -> int:
               "remove from it)", file=sys.stderr)
     # low VRAM: the weights wait in RAM and the pipeline takes each part to the device for its phase
     model = load_for_device(sources, torch.device("cpu") if args.low_vram else device, dtype)
+    check_settings_fit(settings, model.config)  # the limits the files did not say, before any sampling
     height, width = inputs.size
     print(f"animating {inputs.frames} frames at {size_text(height, width)} on {device.type} "
           f"({str(dtype).removeprefix('torch.')}), sampler {args.sampler}, {settings.steps} steps"
@@ -168,7 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
             raise AA2InputError(f"{option} must be at least 1, got {value}")
     if args.clip < 0:
         raise AA2InputError(f"--clip counts held-out clips from 0, got {args.clip}")
-    SamplingSettings(cfg=args.cfg).check()  # before any weights are written or read
+    SamplingSettings(cfg=args.cfg, seed=args.seed).check()  # before any weights are written or read
     return run_demo(
         Path(args.out), weights=Path(args.weights).expanduser() if args.weights else None,
         random_weights=args.random_weights, motion=args.motion, clip=args.clip, frames=args.frames, size=args.size,

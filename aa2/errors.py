@@ -50,6 +50,13 @@ def worded(*, comfyui: str, cli: str) -> str:
     return cli if _INTERFACE.get() == "cli" else comfyui
 
 
+def setting_name(field: str) -> str:
+    """A setting as the interface in use names it: the node's widget `clip_length`, the command
+    line's `--clip-length` (every CLI option that sets a `SamplingSettings` field is its name with
+    dashes), so a message points at the very control to change."""
+    return worded(comfyui=field, cli="--" + field.replace("_", "-"))
+
+
 def size_text(height: int, width: int) -> str:
     """A frame size as every message writes it: width first, as the nodes' widgets ask for it, and
     labelled, since aa2's tensors (and many tools) put height first and "192x256" reads either way."""

@@ -20,7 +20,10 @@ Image folders are read in *natural* order (`frame2.png` before `frame10.png`), t
 frame exporter writes and a person reads.
 
 Outputs are written atomically (`aa2.atomic`): a failed or interrupted write leaves no half file
-and never destroys a file that was there before.
+and never destroys a file that was there before. A folder of PNG frames is one output too: it is
+written beside its place and then replaces the folder there as a whole, as a video replaces a video,
+so a shorter run never leaves an earlier run's last frames behind. Only a folder holding nothing but
+such frames is replaced; one holding anything else is refused before any work (`check_output_path`).
 
 Written videos use the `mp4v` (MPEG-4 Part 2) codec, which OpenCV's bundled FFmpeg encodes without
 a system FFmpeg; H.264 (`avc1`) is not available in the pip wheels. A path without a suffix is
@@ -39,13 +42,14 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from .atomic import atomic_path, write_bytes
+from .atomic import atomic_folder, atomic_path, refuse_foreign_entries, write_bytes
 from .errors import AA2Error, AA2InputError, size_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_AUTO_SIDE = 768
 MULTIPLE = 64
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+FRAME_FILE = re.compile(r"frame_\d+\.png")  # what `write_video` names the frames of a folder output
 
 Size = tuple[int, int] | int | None
 
@@ -328,7 +332,14 @@ def check_output_path(path: str | Path) -> Path:
     existing = next(parent for parent in path.absolute().parents if parent.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
         raise AA2InputError(f"cannot write {path}: {existing} is not a folder this user can write to")
+    if not path.suffix:
+        refuse_foreign_entries(Path(os.path.realpath(path)), is_frame_file)
     return path
+
+
+def is_frame_file(path: Path) -> bool:
+    """Whether `path` is a frame `write_video` writes into a folder output (so a new run may replace it)."""
+    return FRAME_FILE.fullmatch(path.name) is not None and path.is_file() and not path.is_symlink()
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float = 8.0) -> Path:
@@ -342,13 +353,7 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 8.0) -> Pat
         raise AA2InputError(f"fps must be positive, got {fps}")
     pixels = (frames.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()[..., ::-1]  # RGB->BGR
     if path.suffix == "":
-        path.mkdir(parents=True, exist_ok=True)
-        digits = max(5, len(str(len(pixels))))
-        for i, frame in enumerate(pixels):
-            ok, data = cv2.imencode(".png", np.ascontiguousarray(frame))
-            if not ok:
-                raise AA2Error(f"could not encode frame {i} as PNG")
-            write_bytes(path / f"frame_{i:0{digits}d}.png", data.tobytes())
+        _write_frame_folder(path, pixels)
         return path
     suffix = path.suffix.lower()
     if suffix not in _FOURCC:
@@ -367,6 +372,18 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 8.0) -> Pat
         if Path(temporary).stat().st_size == 0:
             raise AA2Error(f"writing {path} produced no data; write a folder of PNG frames instead (no suffix)")
     return path
+
+
+def _write_frame_folder(path: Path, pixels: np.ndarray) -> None:
+    """`pixels [F, H, W, 3]` uint8 BGR as numbered PNGs in a folder that replaces `path` whole."""
+    check_output_path(path)  # before encoding anything: a folder of the user's own files is never replaced
+    digits = max(5, len(str(len(pixels))))
+    with atomic_folder(path, owned=is_frame_file) as folder:
+        for i, frame in enumerate(pixels):
+            ok, data = cv2.imencode(".png", np.ascontiguousarray(frame))
+            if not ok:
+                raise AA2Error(f"could not encode frame {i} as PNG")
+            (folder / f"frame_{i:0{digits}d}.png").write_bytes(data.tobytes())
 
 
 def write_image(path: str | Path, image: torch.Tensor) -> Path:

@@ -285,8 +285,8 @@ def test_an_output_reaching_an_input_through_a_link_or_dot_dot_is_refused(scene,
 
 
 @pytest.mark.parametrize("extra, phrase", [
-    (["--clip-length", "0"], "clip_length must be at least 1"),
-    (["--steps", "0"], "steps must be at least 1"),
+    (["--clip-length", "0"], "--clip-length must be at least 1"),
+    (["--steps", "0"], "--steps must be at least 1"),
     (["--cfg", "-2"], "cfg must be a number >= 1"),
     (["--cfg", "nan"], "cfg must be a number >= 1"),
     (["--cfg", "inf"], "cfg must be a number >= 1"),
@@ -296,8 +296,8 @@ def test_an_output_reaching_an_input_through_a_link_or_dot_dot_is_refused(scene,
     (["--stride", "0"], "stride must be at least 1"),
     (["--max-frames", "0"], "max-frames must be at least 1"),
     (["--mask-threshold", "1.5"], "mask threshold must be in [0, 1)"),
-    (["--motion-frames", "-1"], "cannot be negative"),
-    (["--vae-chunk", "-1"], "vae_chunk must be >= 0"),
+    (["--motion-frames", "-1"], "--motion-frames cannot be negative"),
+    (["--vae-chunk", "-1"], "--vae-chunk must be >= 0"),
 ])
 def test_bad_numbers_are_refused_before_anything_loads(scene, pack, tmp_path, capsys, nothing_loads, extra, phrase):
     _, files = scene

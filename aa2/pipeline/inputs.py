@@ -14,7 +14,7 @@ from typing import Literal, get_args
 import torch
 
 from ..checks import first_non_finite, is_finite
-from ..errors import AA2InputError, size_text, worded
+from ..errors import AA2InputError, setting_name, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
 from ..sampling.registry import check_sampler_name
 from .offload import OffloadMode, check_offload
@@ -156,39 +156,65 @@ class SamplingSettings:
         return 1 if self.vae_chunk == AUTO and self.offload == "model" else self.vae_chunk
 
     def check(self) -> None:
-        """The checks that need no model (the CLI makes them before loading one)."""
-        if self.steps < 1:
-            raise AA2InputError(f"steps must be at least 1, got {self.steps}")
+        """The checks that need no model (the CLI makes them before loading one). Each message names
+        the one bad setting as the interface in use spells it (`setting_name`)."""
+        self._check_counts()
         if not (math.isfinite(self.cfg) and self.cfg >= 1.0):
-            raise AA2InputError(f"cfg must be a number >= 1 (1 turns guidance off), got {self.cfg}")
-        if self.clip_length is not None and self.clip_length < 1:
-            raise AA2InputError(f"clip_length must be at least 1 (or unset for the motion modules' own), got "
-                                f"{self.clip_length}")
-        if self.motion_frames < 0 or self.overlap < 0:
-            raise AA2InputError("motion_frames and overlap cannot be negative")
-        if self.vae_chunk < 0 or self.feather < 0:
-            raise AA2InputError("vae_chunk must be >= 0 (0: automatic) and feather >= 0")
+            raise AA2InputError(f"{setting_name('cfg')} must be a number >= 1 (1 turns guidance off), got {self.cfg}")
         if self.environment not in ENVIRONMENT_MODES:  # an unknown mode would otherwise act as 'input'
             raise AA2InputError(f"environment must be one of {', '.join(ENVIRONMENT_MODES)}, got {self.environment!r}")
         if self.clip_crop not in CLIP_CROPS:
             raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
         check_sampler_name(self.sampler)
         check_offload(self.offload)
+        if self.clip_length is not None:  # with the length given, how clips chain needs no model
+            self._check_clips_make_new_frames(self.clip_length)
+
+    def _check_counts(self) -> None:
+        if self.steps < 1:
+            raise AA2InputError(f"{setting_name('steps')} must be at least 1, got {self.steps}")
+        if self.seed < 0:  # the node's widget starts at 0: a seed one door takes, the other must be able to replay
+            raise AA2InputError(f"{setting_name('seed')} must be 0 or more, got {self.seed}")
+        if self.clip_length is not None and self.clip_length < 1:
+            unset = worded(comfyui="unset", cli="left out")
+            raise AA2InputError(f"{setting_name('clip_length')} must be at least 1 (or {unset} for the motion modules' "
+                                f"own), got {self.clip_length}")
+        for field in ("motion_frames", "overlap", "feather"):
+            if getattr(self, field) < 0:
+                raise AA2InputError(f"{setting_name(field)} cannot be negative, got {getattr(self, field)}")
+        if self.vae_chunk < 0:
+            raise AA2InputError(f"{setting_name('vae_chunk')} must be >= 0 (0: automatic), got {self.vae_chunk}")
+
+    def check_steps(self, train_timesteps: int) -> None:
+        """`steps` against the checkpoint's training timesteps: a schedule cannot be cut into more
+        steps than it has (diffusers' DDIM raises deep inside sampling; Euler and DPM-Solver quietly
+        repeat one timestep)."""
+        if self.steps > train_timesteps:
+            raise AA2InputError(f"{setting_name('steps')} {self.steps} is more than the {train_timesteps} timesteps "
+                                f"the checkpoint's noise schedule has: use at most {train_timesteps} (20 to 50 is usual)")
 
     def validate(self, trained_frames: int, max_frames: int) -> int:
-        """Check the options; return the clip length to use."""
+        """Check the options against the motion modules' window; return the clip length to use."""
         self.check()
         length = self.clip_length if self.clip_length is not None else trained_frames
         if not 1 <= length <= max_frames:
-            raise AA2InputError(
-                f"clip_length {length} must be between 1 and {max_frames} (the motion modules' positional table)"
-            )
+            raise AA2InputError(f"{self._clip_length_text(length)} must be between 1 and {max_frames} (the motion "
+                                "modules' positional table)")
+        self._check_clips_make_new_frames(length)
+        return length
+
+    def _check_clips_make_new_frames(self, length: int) -> None:
         if self.motion_frames + self.overlap >= length:
             raise AA2InputError(
-                f"motion_frames ({self.motion_frames}) + overlap ({self.overlap}) must be less than clip_length "
-                f"({length}) so every clip makes new frames"
+                f"{setting_name('motion_frames')} ({self.motion_frames}) + {setting_name('overlap')} ({self.overlap}) "
+                f"must be less than {self._clip_length_text(length)} so every clip makes new frames"
             )
-        return length
+
+    def _clip_length_text(self, length: int) -> str:
+        """The clip length, and where it came from when the user set none (a default they never saw)."""
+        if self.clip_length is not None:
+            return f"{setting_name('clip_length')} ({length})"
+        return f"the clip length ({length}, what the motion modules were trained on; set {setting_name('clip_length')})"
 
 
 @dataclass(frozen=True)
