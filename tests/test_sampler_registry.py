@@ -44,3 +44,14 @@ def test_sampling_settings_accept_every_registry_name(name):
 def test_sampling_settings_refuse_an_unknown_sampler_naming_every_choice():
     with pytest.raises(AA2InputError, match="unknown sampler 'heun'.*ddim.*k_euler.*k_dpmpp_2m"):
         SamplingSettings(sampler="heun").check()
+
+
+def test_lcm_past_its_distilled_steps_is_refused_before_any_model_work():
+    """diffusers' LCMScheduler raised a bare ValueError mid-run past 50 steps (the node's widget allows 200)."""
+    from aa2.errors import AA2InputError
+    from aa2.pipeline.inputs import SamplingSettings
+
+    SamplingSettings(sampler="lcm", steps=50).check()
+    with pytest.raises(AA2InputError, match="lcm sampler takes at most 50 steps.*got 51"):
+        SamplingSettings(sampler="lcm", steps=51).check()
+    SamplingSettings(sampler="ddim", steps=51).check()

@@ -16,7 +16,7 @@ import torch
 from ..checks import first_non_finite, is_finite
 from ..errors import AA2InputError, setting_name, size_text, worded
 from ..models.image_encoder import CLIP_CROPS, ClipCrop
-from ..sampling.registry import check_sampler_name
+from ..sampling.registry import check_sampler_name, check_sampler_steps
 from .offload import OffloadMode, check_offload
 from .vae_codec import AUTO, DEFAULT_CHUNK
 
@@ -166,6 +166,7 @@ class SamplingSettings:
         if self.clip_crop not in CLIP_CROPS:
             raise AA2InputError(f"clip_crop must be one of {', '.join(CLIP_CROPS)}, got {self.clip_crop!r}")
         check_sampler_name(self.sampler)
+        check_sampler_steps(self.sampler, self.steps)
         check_offload(self.offload)
         if self.clip_length is not None:  # with the length given, how clips chain needs no model
             self._check_clips_make_new_frames(self.clip_length)

@@ -38,9 +38,22 @@ SAMPLER_CHOICES: tuple[str, ...] = ("default", *SAMPLERS)
 """What a user may name: "default" (the checkpoint's own, `DEFAULT_SAMPLER`) or any entry."""
 
 
+# Samplers that cannot take every step count: diffusers' LCMScheduler picks its steps from the
+# `original_inference_steps` (50) it was distilled with, and raises deep in sampling past them.
+MAX_STEPS = {"lcm": 50}
+
+
 def check_sampler_name(name: str) -> None:
     if name not in SAMPLER_CHOICES:
         raise AA2InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_CHOICES)}")
+
+
+def check_sampler_steps(name: str, steps: int) -> None:
+    """Refuse a step count the sampler cannot take, before any model work (`MAX_STEPS`)."""
+    most = MAX_STEPS.get(name)
+    if most is not None and steps > most:
+        raise AA2InputError(f"the {name} sampler takes at most {most} steps (it picks them from the {most} it was "
+                            f"distilled with), got {steps}: use {most} or fewer")
 
 
 def sampler_function(name: str) -> SamplerFunction:
