@@ -178,7 +178,7 @@ def _demo(args: argparse.Namespace) -> int:
         random_weights=args.random_weights, motion=args.motion, clip=args.clip, frames=args.frames, size=args.size,
         steps=args.steps, cfg=args.cfg, seed=args.seed, clip_length=args.clip_length, environment=args.environment,
         paste_environment=args.paste_environment, inputs_format=args.inputs_format,
-        models_dir=Path(args.models_dir) if args.models_dir else None,
+        reference_framing=args.reference_framing, models_dir=Path(args.models_dir) if args.models_dir else None,
         inputs_dir=Path(args.inputs_dir) if args.inputs_dir else None, show_progress=not args.quiet,
     )
 
@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--environment", choices=["auto", "input", "blend", "input+blend", "off"],
                       help="default input with trained weights (the model takes the environment, as trained; "
                       "nothing blended), input+blend with random ones")
+    demo.add_argument("--reference-framing", dest="reference_framing", choices=["character", "frame"],
+                      default="character", help="trained weights: the reference as a portrait of the figure "
+                      "(character, how the shipped weights were trained) or the whole scene (frame, for weights "
+                      "trained with data.reference_framing: frame)")
     demo.add_argument("--paste-environment", dest="paste_environment", action="store_true",
                       help="put the driving video's pixels back outside the feathered mask (trained weights; "
                       "the random-weights demo always does)")

@@ -50,6 +50,9 @@ from .errors import AA2InputError, AA2WeightsError
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "synthworld" / "weights" / "aa2-synthworld.safetensors"
 SHIPPED_SIZE = 128  # the clip side the shipped weights were trained at (bench/synthworld.sh SIZE=128)
+# How trained SynthWorld weights see their reference: "character", a portrait of the standing figure
+# (the recipe's data.reference_framing, and how users frame references); "frame", the whole scene.
+REFERENCE_FRAMINGS = ("character", "frame")
 METRICS_FILE = "metrics.json"
 FPS = 8.0
 
@@ -86,15 +89,24 @@ class DemoScene:
     object_mask: torch.Tensor | None  # the box (None: a motion without an object)
 
 
-def synthworld_scene(clip) -> DemoScene:
+def synthworld_scene(clip, framing: str = "frame") -> DemoScene:
     """A SynthWorld clip (`aa2.synthworld.SynthClip`) as the demo's inputs. The skeleton is drawn
-    as `train.dataset` draws it for training (aa2's renderer, its default 4-pixel sticks)."""
+    as `train.dataset` draws it for training (aa2's renderer, its default 4-pixel sticks). `framing`
+    "character" cuts the reference to a portrait of the figure, as training with
+    `data.reference_framing: character` showed it (`augment.portrait`)."""
+    from .conditioning.augment import portrait
     from .conditioning.skeleton import render_skeleton
 
+    if framing not in REFERENCE_FRAMINGS:
+        raise AA2InputError(f"--reference-framing is one of {', '.join(REFERENCE_FRAMINGS)}; got {framing!r}")
     size = clip.frames.shape[1]
     near = torch.from_numpy(np.ascontiguousarray(clip.depth)).float()
+    reference = _frames(clip.reference[None])[0]
+    if framing == "character":
+        reference = portrait(reference, torch.from_numpy(clip.main.reference_mask).float(), aspect=1.0,
+                             size=(size, size))
     return DemoScene(
-        reference=_frames(clip.reference[None])[0],
+        reference=reference,
         video=_frames(clip.frames),
         pose=render_skeleton(clip.poses, size, size),
         depth=rearrange(near, "f h w -> f 1 h w").expand(-1, 3, -1, -1),
@@ -212,6 +224,7 @@ def run_demo(
     seed: int = 0,
     clip_length: int | None = None,
     environment: str | None = None,
+    reference_framing: str = "character",
     paste_environment: bool = False,
     inputs_format: str | None = None,
     models_dir: Path | None = None,
@@ -241,12 +254,14 @@ def run_demo(
         out, Path(weights), shipped=weights == SHIPPED_WEIGHTS, motion=motion, clip=clip, frames=frames or 16,
         size=size or (SHIPPED_SIZE if weights == SHIPPED_WEIGHTS else 64), steps=steps or 20, cfg=cfg, seed=seed, clip_length=clip_length,
         environment=environment or "input", paste_environment=paste_environment, inputs_format=inputs_format or "png",
+        reference_framing=reference_framing,
         inputs_dir=inputs_dir, show_progress=show_progress)
 
 
 def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip: int, frames: int, size: int,
                   steps: int, cfg: float, seed: int, clip_length: int | None, environment: str,
-                  paste_environment: bool, inputs_format: str, inputs_dir: Path | None, show_progress: bool) -> int:
+                  paste_environment: bool, inputs_format: str, inputs_dir: Path | None, show_progress: bool,
+                  reference_framing: str = "character") -> int:
     """A held-out SynthWorld clip through `animate`'s path, then metrics.json against its truth."""
     from .animate_command import ReadOptions, load_for_device, load_inputs, render
     from .atomic import write_bytes
@@ -269,7 +284,7 @@ def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip:
     clip_seed = split_seeds("heldout", 1, start=clip)[0]
     world = make_clip(clip_seed, frames=frames, size=size, motion=motion, cross_identity=False)
     with tempfile.TemporaryDirectory(prefix="aa2-demo-") as temp:
-        files = write_scene(synthworld_scene(world), inputs_dir or Path(temp) / "inputs", video_format=inputs_format)
+        files = write_scene(synthworld_scene(world, reference_framing), inputs_dir or Path(temp) / "inputs", video_format=inputs_format)
         inputs = load_inputs(files, ReadOptions())
         model = load_for_device(ModelSources.from_path(weights), torch.device("cpu"), torch.float32)
         length = clip_length or model.config.motion.trained_frames
@@ -291,7 +306,8 @@ def _trained_demo(out: Path, weights: Path, *, shipped: bool, motion: str, clip:
         **scores,
         "clip_seed": clip_seed, "motion": motion, "frames": frames, "size": size, "weights": str(weights),
         "steps": steps, "cfg": cfg, "sampler": "ddim", "seed": seed, "environment": environment,
-        "paste_environment": paste_environment, "inputs_format": inputs_format, "seconds": round(seconds, 1),
+        "paste_environment": paste_environment, "inputs_format": inputs_format, "reference_framing": reference_framing,
+        "seconds": round(seconds, 1),
         "scored": "the pipeline's frames rounded to 8 bits (before the video codec) against the clip's true frames "
                   "and masks; regions as in aa2.metrics.ground_truth",
     }

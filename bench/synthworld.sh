@@ -9,10 +9,12 @@
 #   bash bench/synthworld.sh [RUN_DIR]            (default runs/synthworld)
 #   VARIANT=aa1 ENV_MASK=agnostic bash bench/synthworld.sh runs/sw-aa1    # an ablation row
 #   SIZE=128 WORLD=runs/sw128-data bash bench/synthworld.sh runs/sw128    # clips of 128x128
-#   SIZE=128 VAE_STEPS=4000 IMAGE_STEPS=2500 WORLD=runs/sw128v2-data bash bench/synthworld.sh runs/sw128-v2
-#                                                  # the shipped weights (then: python -m aa2 convert
-#                                                  #   runs/sw128-v2/motion/aa2-final.safetensors OUT --dtype fp16)
-#   REFERENCE_FRAMING=character SNR_WEIGHTING=min_snr_plus_one ...   # the two fixes measured in bench/README.md
+#   SIZE=128 VAE_STEPS=4000 IMAGE_STEPS=2500 WORLD=runs/sw128v2-data bash bench/synthworld.sh runs/sw-fixes
+#                                                  # the shipped weights (their run reused the VAE the earlier
+#                                                  #   shipped file held, with VAE=aa2/synthworld/weights/...;
+#                                                  #   VAE_STEPS=4000 trains that VAE; then: python -m aa2 convert
+#                                                  #   runs/sw-fixes/motion/aa2-final.safetensors OUT --dtype fp16)
+#   REFERENCE_FRAMING=frame SNR_WEIGHTING=min_snr ...   # the earlier recipe, before the two reference fixes
 #   TRAIN_SET="data.num_workers=8" ...     # more --set for both train.train stages (a GPU machine's cores)
 #   VAE=aa2/synthworld/weights/aa2-synthworld.safetensors ...   # reuse a trained VAE (a train.vae folder,
 #                                                  #   a VAE file or a pack checkpoint) instead of training one
@@ -24,8 +26,8 @@ cd "$(dirname "$0")/.."
 run="${1:-runs/synthworld}"
 variant="${VARIANT:-aa2}"          # train.init_model --variant: aa2, aa1, no_depth, no_objects
 env_mask="${ENV_MASK:-agnostic}"   # data.environment_mask: agnostic (eq. 2), precise, box
-framing="${REFERENCE_FRAMING:-frame}"  # data.reference_framing: frame, character (a portrait reference)
-weighting="${SNR_WEIGHTING:-min_snr}"  # loss.snr_weighting: min_snr, min_snr_plus_one (Moore's)
+framing="${REFERENCE_FRAMING:-character}"  # data.reference_framing: character (a portrait reference), frame
+weighting="${SNR_WEIGHTING:-min_snr_plus_one}"  # loss.snr_weighting: min_snr_plus_one (Moore's), min_snr
 image_steps="${IMAGE_STEPS:-1500}"
 motion_steps="${MOTION_STEPS:-400}"
 eval_steps="${EVAL_STEPS:-20}"

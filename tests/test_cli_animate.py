@@ -114,6 +114,14 @@ def test_demo_with_weights_animates_a_heldout_synthworld_clip_and_scores_it(synt
     assert metrics["clip_seed"] >= HELDOUT_SEED_BASE and metrics["motion"] == "push"  # never a training clip
     assert metrics["steps"] == 2 and metrics["environment"] == "input" and metrics["paste_environment"] is False
     assert metrics["weights"] == str(synthworld_checkpoint) and metrics["seconds"] > 0
+    # the reference is a portrait of the figure, as the recipe trains (data.reference_framing: character)
+    assert metrics["reference_framing"] == "character"
+    portrait = read_frames(tmp_path / "inputs" / "reference.png")[0]
+    assert (portrait.float().mean(0) < 0.9).float().mean() > 0.05  # not an empty crop of the scene
+    assert main([*argv[:-1], "--out", str(tmp_path / "framed.mp4"), "--inputs-dir", str(tmp_path / "framed"),
+                 "--reference-framing", "frame", "--quiet"]) == 0
+    whole = read_frames(tmp_path / "framed" / "reference.png")[0]
+    assert not torch.equal(portrait, whole)
 
 
 @pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="the SynthWorld weights are not shipped in this checkout")
