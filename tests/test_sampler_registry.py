@@ -55,3 +55,22 @@ def test_lcm_past_its_distilled_steps_is_refused_before_any_model_work():
     with pytest.raises(AA2InputError, match="lcm sampler takes at most 50 steps.*got 51"):
         SamplingSettings(sampler="lcm", steps=51).check()
     SamplingSettings(sampler="ddim", steps=51).check()
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "unipc"])
+def test_multistep_samplers_are_refused_as_many_steps_as_timesteps(name):
+    """At steps == 1000, diffusers' DPM-Solver and UniPC made every timestep 1 without a word."""
+    from aa2.config import SchedulerSettings
+    from aa2.errors import AA2InputError
+    from aa2.pipeline.inputs import SamplingSettings
+    from aa2.sampling.schedulers import make_scheduler
+
+    scheduler = make_scheduler(name, SchedulerSettings())
+    scheduler.set_timesteps(999)
+    assert len(set(scheduler.timesteps.tolist())) == 999  # one fewer still walks the schedule
+    scheduler.set_timesteps(1000)
+    assert len(set(scheduler.timesteps.tolist())) == 1  # every step timestep 1: what the refusal prevents
+    SamplingSettings(sampler=name, steps=999).check_steps(1000)
+    with pytest.raises(AA2InputError, match="at most 999"):
+        SamplingSettings(sampler=name, steps=1000).check_steps(1000)
+    SamplingSettings(sampler="ddim", steps=1000).check_steps(1000)

@@ -25,6 +25,11 @@ ENVIRONMENT_MODES: tuple[str, ...] = get_args(EnvironmentMode)
 log = logging.getLogger("aa2")
 
 
+# diffusers' multistep DPM-Solver and UniPC, asked for as many steps as the schedule has timesteps,
+# quietly make every step timestep 1 (measured with diffusers 0.42.1); one fewer is fine.
+SAMPLERS_BELOW_TRAIN_STEPS = ("dpmpp_2m", "unipc")  # Karras sigmas walk 1000 steps fine
+
+
 def match_pose_length(frames: torch.Tensor, pose_frames: int, name: str, *, trim: bool = False) -> torch.Tensor:
     """`frames [F, ...]` with exactly one frame per pose frame.
 
@@ -190,9 +195,11 @@ class SamplingSettings:
         """`steps` against the checkpoint's training timesteps: a schedule cannot be cut into more
         steps than it has (diffusers' DDIM raises deep inside sampling; Euler and DPM-Solver quietly
         repeat one timestep)."""
-        if self.steps > train_timesteps:
-            raise AA2InputError(f"{setting_name('steps')} {self.steps} is more than the {train_timesteps} timesteps "
-                                f"the checkpoint's noise schedule has: use at most {train_timesteps} (20 to 50 is usual)")
+        most = train_timesteps - 1 if self.sampler in SAMPLERS_BELOW_TRAIN_STEPS else train_timesteps
+        if self.steps > most:
+            raise AA2InputError(f"{setting_name('steps')} {self.steps} is more than the {self.sampler} sampler can "
+                                f"take: the checkpoint's noise schedule has {train_timesteps} timesteps; use at most "
+                                f"{most} (20 to 50 is usual)")
 
     def validate(self, trained_frames: int, max_frames: int) -> int:
         """Check the options against the motion modules' window; return the clip length to use."""
