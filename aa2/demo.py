@@ -5,8 +5,9 @@ against the truth; without those weights, the whole path on tiny random ones (it
 `aa2/synthworld/weights/aa2-synthworld.safetensors` (made by `bench/synthworld.sh`), or any pack
 checkpoint given with `--weights` — the demo makes a *held-out* SynthWorld clip (`aa2.synthworld`:
 a scene, a character and motion parameters training never saw; by default the figure pushes a box,
-16 frames at 128x128 for the shipped weights, 64x64 for others) and writes it as the files a user would have: the reference image (the
-character standing in the clean scene), the driving video, the character mask, the object mask, a
+16 frames at 128x128 for the shipped weights, 64x64 for others) and writes it as the files a user would have: the reference image (a
+portrait of the character standing in the clean scene, as the recipe trains; `--reference-framing
+frame` for the whole scene), the driving video, the character mask, the object mask, a
 depth video (near = bright) and the skeletons (aa2's renderer, as training drew them), each a
 folder of PNG frames: lossless, as training read its clips (mp4v costs a 64-pixel clip about
 26 dB PSNR before the model sees it; `--inputs-format mp4` writes mp4 files). Then it runs exactly what `python -m aa2 animate` runs on them — the file readers, the
