@@ -11,8 +11,9 @@ Every clip is rendered by the pipeline (`train.render`) from the character *stan
 (`reference.png`, not frame 0: the task is real animation), driven by the clip's skeleton, depth
 and objects, in the clip's frames cut by `environment_mask(character_mask, --environment-mask)`
 (the formulation the model was trained with; Figure 7's ablation compares them).
-`--reference-framing character` crops the reference to the character's box (a portrait), for a
-model trained with `data.reference_framing: character`; `frame` gives it whole, as the clip frames it.
+`--reference-framing character` (the default, as the recipe trains) crops the reference to the
+character's box (a portrait), for a model trained with `data.reference_framing: character`; `frame`
+gives it whole, as the clip frames it (for models trained that way).
 
 - `--cross-identity` (Figure 7 analogue): animate character B (`cross/reference.png`) with A's
   pose, depth, objects and environment (A's frames cut with A's mask); the ground truth is
@@ -148,7 +149,7 @@ def clip_extras(clips: PreparedClips, index: int, cross_identity: bool,
 
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
              settings: SamplingSettings = SamplingSettings(cfg=2.5), size: tuple[int, int] | None = None,
-             clip_length: int | None = None, formulation: str = "agnostic", framing: str = "frame",
+             clip_length: int | None = None, formulation: str = "agnostic", framing: str = "character",
              cross_identity: bool = False, composite: bool = False, limit: int | None = None, save_videos: bool = False,
              lpips_backbone: str | None = None, lpips_linear: str | None = None,
              device: str | None = None) -> dict[str, Any]:
@@ -271,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clip-length", type=int, help="frames per clip (default: the shortest clip's length)")
     parser.add_argument("--environment-mask", choices=ENVIRONMENT_MASKS, default="agnostic",
                         help="the formulation the model was trained with (default agnostic, eq. 2)")
-    parser.add_argument("--reference-framing", choices=REFERENCE_FRAMINGS, default="frame",
+    parser.add_argument("--reference-framing", choices=REFERENCE_FRAMINGS, default="character",
                         help="how the model was trained to see its reference (data.reference_framing)")
     parser.add_argument("--cross-identity", action="store_true", help="animate the clip's other character (cross/)")
     parser.add_argument("--composite", action="store_true",
