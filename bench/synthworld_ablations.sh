@@ -4,6 +4,8 @@
 # same held-out clips. Needs the world and VAE that bench/synthworld.sh writes first.
 #
 #   bash bench/synthworld_ablations.sh runs/synthworld-data runs/ablations
+#   SIZE=128 VAE=aa2/synthworld/weights/aa2-synthworld.safetensors \
+#     bash bench/synthworld_ablations.sh runs/sw128v2-data runs/ablations128   # at the shipped run's size
 #   python bench/synthworld_table.py runs/ablations/*
 #
 # Resumable: finished stages and scores are skipped. About 12 minutes a variant on one CPU thread.
@@ -12,6 +14,8 @@ cd "$(dirname "$0")/.."
 world="${1:-runs/synthworld-data}"
 runs="${2:-runs/ablations}"
 image_steps="${IMAGE_STEPS:-600}"; motion_steps="${MOTION_STEPS:-150}"; eval_steps="${EVAL_STEPS:-10}"
+size="${SIZE:-64}"                 # the world's clip side
+vae="${VAE:-$world/vae}"           # a train.vae folder, a VAE file or a pack checkpoint
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 one() {  # one NAME VARIANT ENV_MASK
@@ -19,13 +23,14 @@ one() {  # one NAME VARIANT ENV_MASK
   mkdir -p "$run"
   echo "== $1 ($variant, $mask) $(date -u +%H:%M:%S)"
   [ -f "$run/base.safetensors" ] || python -m train.init_model --preset synthworld --variant "$variant" \
-    --vae "$world/vae" --out "$run/base.safetensors" --seed 0
+    --vae "$vae" --out "$run/base.safetensors" --seed 0
   for stage in image motion; do
     local start="$run/base.safetensors" steps="$image_steps"
     [ "$stage" = motion ] && start="$run/image/aa2-final.safetensors" steps="$motion_steps"
     [ -f "$run/$stage/aa2-final.safetensors" ] || python -m train.train --config train/recipes/synthworld.yaml \
       --stage "$stage" --data "$world/train" --out "$run/$stage" --set "model.base=$start" \
-      --set "optim.steps=$steps" --set "data.environment_mask=$mask" --set run.log_every=50
+      --set "optim.steps=$steps" --set "data.environment_mask=$mask" --set "data.size=[$size,$size]" \
+      --set run.log_every=50
   done
   score() {  # score NAME [EXTRA...]
     local name="$1"; shift
