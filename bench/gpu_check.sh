@@ -47,8 +47,9 @@ say() { printf '\n== %s  (%s)\n' "$*" "$(date -u +%H:%M:%S)" >&2; }
 if ! "$py" -c "import diffusers" 2>/dev/null; then
   wheel=$(ls .whl/diffusers-*.whl 2>/dev/null | head -n 1)
   [ -n "$wheel" ] || { echo "no diffusers here and no .whl/diffusers-*.whl to install: see the top of $0" >&2; exit 2; }
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheel"
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  site="${TMPDIR:-/tmp}/aa2-site"  # scratch for the wheel: the device machine has no diffusers
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheel"
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if [[ ",$sides," == *",moore,"* && ! -f "$moore/src/pipelines/pipeline_pose2vid.py" ]]; then
   echo "no Moore-AnimateAnyone work tree at $moore: see the top of $0 (or SIDES=aa2,aa2-lowvram)" >&2; exit 2

@@ -27,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -183,7 +184,8 @@ def table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for train_gpu_check.json")
-    parser.add_argument("--work", default="/tmp/aa2-train-check", help="scratch: weights, clips, runs")
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "aa2-train-check"),
+                        help="scratch: weights, clips, runs")
     parser.add_argument("--preset", default="sd15", help="network shapes of the random weights (aa2.config)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 768])
     parser.add_argument("--frames", type=int, default=16, help="clip length (the recipes' 16)")
