@@ -7,6 +7,7 @@
 #   SIZE=128 VAE=aa2/synthworld/weights/aa2-synthworld.safetensors \
 #     bash bench/synthworld_ablations.sh runs/sw128v2-data runs/ablations128   # at the shipped run's size
 #   python bench/synthworld_table.py runs/ablations/*
+#   ROWS="aa2 precise" bash bench/synthworld_ablations.sh ...   # only these rows (one process per core)
 #
 # Resumable: finished stages and scores are skipped. About 12 minutes a variant on one CPU thread.
 set -euo pipefail
@@ -49,10 +50,11 @@ one() {  # one NAME VARIANT ENV_MASK
   return 0
 }
 
-one aa2 aa2 agnostic
-one aa1 aa1 agnostic
-one precise aa2 precise
-one box aa2 box
-one no_depth no_depth agnostic
-one no_objects no_objects agnostic
+declare -A rows=([aa2]="aa2 agnostic" [aa1]="aa1 agnostic" [precise]="aa2 precise" [box]="aa2 box"
+                  [no_depth]="no_depth agnostic" [no_objects]="no_objects agnostic")
+for name in ${ROWS:-aa2 aa1 precise box no_depth no_objects}; do  # ROWS="aa2 precise": two runs side by side
+  [ -n "${rows[$name]:-}" ] || { echo "unknown row $name; rows: ${!rows[*]}" >&2; exit 2; }
+  # shellcheck disable=SC2086
+  one "$name" ${rows[$name]}
+done
 echo "== done $(date -u +%H:%M:%S)"
