@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("psnr", "ssim", "psnr_environment", "psnr_character", "psnr_band", "silhouette_iou")
+# cross-identity rows only: whose outline the render drew where A's and B's differ (1 = A's: leakage)
+OUTLINE = ("outline_agreement", "silhouette_iou_driving")
 
 
 def rows(run: Path) -> list[tuple[str, dict, dict]]:
@@ -33,16 +35,18 @@ def cell(value) -> str:
 
 
 def table(runs: list[Path]) -> str:
-    head = "| row | mask | cross | composite | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|" + " --- |" * (4 + len(COLUMNS))]
+    head = "| row | mask | cross | composite | " + " | ".join(COLUMNS + OUTLINE) + " |"
+    lines = [head, "|" + " --- |" * (4 + len(COLUMNS) + len(OUTLINE))]
     ceiling = None
     for run in runs:
         for label, settings, data in rows(run):
             lines.append(f"| {label} | {settings.get('formulation')} | {settings.get('cross_identity')} | "
-                         f"{settings.get('composite')} | " + " | ".join(cell(data["mean"].get(c)) for c in COLUMNS) + " |")
+                         f"{settings.get('composite')} | " + " | ".join(cell(data["mean"].get(c)) for c in COLUMNS) + " | "
+                         + " | ".join(cell(data.get("outline", {}).get(c)) for c in OUTLINE) + " |")
             ceiling = ceiling or data.get("vae_ceiling")
     if ceiling:
-        lines.append("| VAE ceiling | | | | " + " | ".join(cell(ceiling.get(c)) for c in COLUMNS) + " |")
+        lines.append("| VAE ceiling | | | | " + " | ".join(cell(ceiling.get(c)) for c in COLUMNS) + " |"
+                     + " |" * len(OUTLINE))
     return "\n".join(lines)
 
 

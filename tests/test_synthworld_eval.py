@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from aa2.errors import AA2InputError
-from train.metrics import (character_band, environment_region, estimate_silhouette, mask_iou, psnr, region_psnr,
-                           scaled_radius)
+from train.metrics import (character_band, environment_region, estimate_silhouette, mask_iou, outline_agreement, psnr,
+                           region_psnr, scaled_radius)
 
 METRICS = ("psnr", "ssim", "lpips", "psnr_environment", "psnr_character", "psnr_band", "silhouette_iou")
 
@@ -43,6 +43,22 @@ def test_mask_iou_is_one_for_a_match_zero_for_disjoint_and_nan_when_both_are_emp
     iou = mask_iou(a, b)
     assert iou[0] == 1.0 and iou[1] == 0.0 and iou[2] == pytest.approx(0.5)
     assert math.isnan(iou[3])  # nothing in either
+
+
+def test_outline_agreement_says_whose_outline_was_drawn_where_the_two_differ():
+    driving = torch.zeros(4, 8, 8, dtype=torch.bool)
+    driving[:, 2:6, 2:4] = True  # A: a thin figure
+    target = torch.zeros(4, 8, 8, dtype=torch.bool)
+    target[:, 2:6, 2:6] = True  # B: the same figure twice as wide
+    target[3] = driving[3]  # frame 3: the two outlines agree
+    drawn = torch.stack([driving[0], target[1], torch.zeros(8, 8, dtype=torch.bool), driving[3]])
+    agreement = outline_agreement(drawn, driving, target)
+    assert agreement[0] == 1.0  # A's outline exactly: full leakage
+    assert agreement[1] == 0.0  # B's own outline
+    assert agreement[2] == 1.0  # nothing drawn sides with A where B alone has a figure
+    assert math.isnan(agreement[3])  # nothing disputed
+    with pytest.raises(AA2InputError, match="three masks of one shape"):
+        outline_agreement(drawn[:, :4], driving, target)
 
 
 def test_band_straddles_the_outline_and_environment_keeps_away_from_it():
@@ -114,6 +130,36 @@ def test_eval_writes_finite_scores_for_every_metric_and_clip(tiny_weights, heldo
     assert "lpips" in result["skipped"]
     # the estimator on the true frames: B's silhouette is found against the clean background
     assert result["estimator_on_truth"]["silhouette_iou"] > 0.6
+    # shape leakage: whose outline the render drew where A's and B's differ; B's true frames
+    # through the VAE side with B (agreement near 0), and the two true outlines differ
+    for outline in [result["outline"]] + [c["outline"] for c in result["clips"]]:
+        assert set(outline) == {"outline_agreement", "silhouette_iou_driving", "ceiling_outline_agreement",
+                                "driving_target_iou"}
+        assert all(0.0 <= value <= 1.0 for value in outline.values()), outline
+    assert result["outline"]["driving_target_iou"] < 0.95
+
+
+def test_outline_scores_tell_a_render_of_the_driving_figure_from_one_of_the_target(heldout):
+    """On true frames: A's own frames (what full leakage would draw) side with A, B's with B."""
+    import dataclasses
+
+    from train.synthworld_eval import clip_extras, open_heldout, outline_scores
+
+    clips = open_heldout(heldout, None, None)
+    _, truth_b, _ = clip_extras(clips, 0, cross_identity=True)
+    truth_b = dataclasses.replace(truth_b, scene=truth_b.background)
+    sample_a = clips[0]
+    as_a = outline_scores(sample_a["frames"], truth_b.frames, truth_b, sample_a["character_mask"] > 0.5)
+    assert as_a["outline_agreement"] > 0.8 and as_a["silhouette_iou_driving"] > 0.8
+    assert as_a["ceiling_outline_agreement"] < 0.2  # B's true frames follow B
+    as_b = outline_scores(truth_b.frames, truth_b.frames, truth_b, sample_a["character_mask"] > 0.5)
+    assert as_b["outline_agreement"] < 0.2
+    assert as_b["silhouette_iou_driving"] < as_a["silhouette_iou_driving"]
+
+
+def test_outline_scores_are_only_written_for_cross_identity(tiny_weights, heldout, tmp_path):
+    result = _run(tiny_weights, heldout, tmp_path / "own")
+    assert "outline" not in result and all("outline" not in c for c in result["clips"])
 
 
 def test_scores_record_the_annotations_the_weights_could_not_take(tiny_weights, heldout, tmp_path, capsys):

@@ -70,7 +70,7 @@ from . import store
 from .dataset import PreparedClips, _cover, _resize
 from .metrics import (BAND_INNER_PX_AT_64, BAND_OUTER_PX_AT_64, ENVIRONMENT_MARGIN_PX_AT_64, SILHOUETTE_OPENING,
                       SILHOUETTE_THRESHOLD, Truth, estimate_silhouette, frame_mean, jsonable, load_lpips, mask_iou,
-                      quantize_8bit, score_clip)
+                      outline_agreement, quantize_8bit, score_clip)
 from .metrics import SCORES as METRICS
 from .render import count_dropped, render_clip_reporting, write_video
 
@@ -207,6 +207,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
             "estimator_on_truth": {"silhouette_iou": frame_mean(mask_iou(
                 estimate_silhouette(truth.frames, truth.background, exclude=truth.objects), truth.character))},
         })
+        if cross_identity:
+            per_clip[-1]["outline"] = outline_scores(rendered, ceiling, truth, sample["character_mask"] > 0.5)
         if save_videos:
             write_video(out / f"{index:05d}-{name.replace('@', '-')}.mp4", torch.cat([truth.frames, rendered, ceiling], dim=-1))
 
@@ -229,6 +231,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         "mean": _clip_mean(per_clip, "scores"),
         "vae_ceiling": _clip_mean(per_clip, "vae_ceiling"),
         "estimator_on_truth": _clip_mean(per_clip, "estimator_on_truth"),
+        **({"outline": _clip_mean(per_clip, "outline")} if cross_identity else {}),
         "by_motion": {m: {"clips": sum(c["motion"] == m for c in per_clip),
                           "mean": _clip_mean([c for c in per_clip if c["motion"] == m], "scores")} for m in motions},
         "skipped": skipped,
@@ -236,6 +239,25 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     }
     (out / "metrics.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
     return result
+
+
+def outline_scores(rendered: torch.Tensor, ceiling: torch.Tensor, truth: Truth,
+                   driving: torch.Tensor) -> dict[str, float]:
+    """Shape leakage of a cross-identity render (character B with A's motion): whether its
+    silhouette follows the driving character A's outline or B's own where the two differ
+    (`outline_agreement`: 1 = A's, 0 = B's), its IoU with A's mask, and the same for B's true frames
+    through the VAE (what following B exactly looks like to the estimator). `truth` is B's, with
+    `scene` set; `driving [F, H, W]` bool is A's mask."""
+    def silhouette(frames: torch.Tensor) -> torch.Tensor:
+        return estimate_silhouette(frames, truth.scene, exclude=truth.objects)
+
+    drawn, ideal = silhouette(rendered), silhouette(ceiling)
+    return {
+        "outline_agreement": frame_mean(outline_agreement(drawn, driving, truth.character)),
+        "silhouette_iou_driving": frame_mean(mask_iou(drawn, driving)),
+        "ceiling_outline_agreement": frame_mean(outline_agreement(ideal, driving, truth.character)),
+        "driving_target_iou": frame_mean(mask_iou(driving, truth.character)),
+    }
 
 
 def summary_line(result: dict[str, Any], out: str | Path) -> str:

@@ -25,6 +25,7 @@ from .regions import (
     erode,
     estimate_silhouette,
     mask_iou,
+    outline_agreement,
     region_psnr,
     scaled_radius,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "frame_mean",
     "jsonable",
     "mask_iou",
+    "outline_agreement",
     "psnr",
     "quantize_8bit",
     "region_psnr",

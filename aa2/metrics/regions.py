@@ -11,6 +11,8 @@ drawing a character it was not. With ground truth known (SynthWorld), each gets 
   character-region PSNR dilute it.
 - `estimate_silhouette` + `mask_iou`: which pixels the generated frame shows a *character* in,
   estimated against the clean background, and their overlap with the true character's pixels.
+- `outline_agreement`: for a cross-identity render (character B driven by A's video), whether
+  that silhouette follows A's outline or B's where the two differ — shape leakage itself.
 
 Layouts: frames `[..., 3, H, W]` float 0..1; masks and regions `[..., H, W]` (bool, or float
 binarised at 0.5); results per frame `[...]` float64. Values that are undefined for a frame (an
@@ -127,6 +129,24 @@ def mask_iou(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     intersection = (a & b).sum(dim=(-2, -1)).to(torch.float64)
     union = (a | b).sum(dim=(-2, -1)).to(torch.float64)
     return intersection / union
+
+
+def outline_agreement(silhouette: torch.Tensor, driving: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Whose outline a cross-identity render drew (Figure 7's shape leakage, measured directly): over
+    the pixels where the driving character's mask and the target character's mask disagree, the
+    share where `silhouette` sides with the driving one. 1: the render drew the driving video's
+    outline (full leakage); 0: the target's own; NaN where the two masks agree everywhere.
+
+    Silhouette IoU against the target alone cannot show leakage while a model's IoU is below the
+    IoU of the two true outlines (about 0.7 for SynthWorld's pairs at 128 px): drawing the driving
+    outline exactly would then still score higher. All masks `[..., H, W]`; float64 `[...]`."""
+    shown, a, b = _binary(silhouette), _binary(driving), _binary(target)
+    if not (shown.shape == a.shape == b.shape):
+        raise AA2InputError(f"outline_agreement needs three masks of one shape; got {tuple(shown.shape)}, "
+                            f"{tuple(a.shape)} and {tuple(b.shape)}")
+    disputed = a ^ b
+    sides_with_driving = (disputed & (shown == a)).sum(dim=(-2, -1)).to(torch.float64)
+    return sides_with_driving / disputed.sum(dim=(-2, -1)).to(torch.float64)
 
 
 def _binary(mask: torch.Tensor) -> torch.Tensor:
