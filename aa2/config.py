@@ -178,6 +178,10 @@ class AA2Config:
     fusion: FusionMode = "aa2"
     use_environment: bool = True  # conv_in takes noise(4) + environment latents(4) + mask(1)
     use_object_guider: bool = True
+    # where the object guider's features go: "blend" (spatial blending after the mid and up blocks'
+    # spatial attentions, the paper) or "conv_in" (its full-resolution features added to conv_in's
+    # output, i.e. merged into the noise latents: the paper's "w/o spatial blending" ablation)
+    object_injection: str = "blend"
 
     @property
     def denoising_in_channels(self) -> int:

@@ -51,8 +51,9 @@ one() {  # one NAME VARIANT ENV_MASK
 }
 
 declare -A rows=([aa2]="aa2 agnostic" [aa1]="aa1 agnostic" [precise]="aa2 precise" [box]="aa2 box"
-                  [no_depth]="no_depth agnostic" [no_objects]="no_objects agnostic")
-for name in ${ROWS:-aa2 aa1 precise box no_depth no_objects}; do  # ROWS="aa2 precise": two runs side by side
+                  [no_depth]="no_depth agnostic" [no_objects]="no_objects agnostic"
+                  [no_blending]="no_blending agnostic")
+for name in ${ROWS:-aa2 aa1 precise box no_depth no_objects no_blending}; do  # ROWS="aa2 precise": two runs side by side
   [ -n "${rows[$name]:-}" ] || { echo "unknown row $name; rows: ${!rows[*]}" >&2; exit 2; }
   # shellcheck disable=SC2086
   one "$name" ${rows[$name]}

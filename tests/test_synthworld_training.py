@@ -37,6 +37,19 @@ def vae(world) -> Path:
     return out
 
 
+def test_no_blending_variant_merges_objects_at_conv_in(vae, tmp_path):
+    from aa2.weights.sources import ModelSources, describe, load_model
+    from train.init_model import main
+
+    path = tmp_path / "no_blending.safetensors"
+    assert main(["--vae", str(vae), "--out", str(path), "--variant", "no_blending"]) == 0
+    model = load_model(ModelSources.from_path(path))
+    assert model.config.object_injection == "conv_in" and model.config.use_object_guider
+    guider = model.denoising_net.object_guider
+    assert model.denoising_net.spatial_blend is None and list(guider.scales) == [guider.finest]
+    assert "object guider built, merged at conv_in" in describe(path)
+
+
 def test_vae_folder_records_a_measured_latent_scale_and_its_reconstruction(vae):
     config = json.loads((vae / "config.json").read_text())
     metrics = json.loads((vae / "vae_metrics.json").read_text())

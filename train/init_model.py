@@ -16,6 +16,8 @@ Variants are the paper's ablations (§4.4) as architectures, so each trains thro
                   guider, reference attention in every block (Table 3's baseline)
   no_depth        skeleton-only pose modulation (Table 4, "w/o depth-wise pose modulation")
   no_objects      no object guider / spatial blending (objects are then only in the environment)
+  no_blending     the object guider's features merged into the noise latents (added to conv_in's
+                  output) instead of spatially blended (Table 4, "w/o spatial blending")
 The environment formulation (Figure 7) is a data setting, not an architecture:
 `--set data.environment_mask=precise|box` in train.train.
 """
@@ -31,7 +33,7 @@ from typing import Sequence
 from aa2.config import PRESETS, AA2Config
 from aa2.errors import AA2Error, AA2InputError
 
-VARIANTS = ("aa2", "aa1", "no_depth", "no_objects")
+VARIANTS = ("aa2", "aa1", "no_depth", "no_objects", "no_blending")
 
 
 def variant_config(config: AA2Config, variant: str) -> AA2Config:
@@ -45,6 +47,8 @@ def variant_config(config: AA2Config, variant: str) -> AA2Config:
         return config.replace(pose=dataclasses.replace(config.pose, use_depth=False))
     if variant == "no_objects":
         return config.replace(use_object_guider=False)
+    if variant == "no_blending":
+        return config.replace(object_injection="conv_in")
     raise AA2InputError(f"--variant is one of {', '.join(VARIANTS)}; got {variant!r}")
 
 

@@ -8,7 +8,9 @@ on by composition, each at a seam diffusers offers, and removed again by `detach
 * pose: the depth-wise pose modulation's features are added to `conv_in`'s output (forward hook).
 * reference: ReferenceNet tokens join the spatial self-attention (attention processors).
 * objects: spatial blending after every spatial attention of the mid and up blocks (forward hooks
-  on those `Transformer2DModel`s), skipped entirely when there is no object input.
+  on those `Transformer2DModel`s), skipped entirely when there is no object input. With
+  `config.object_injection = "conv_in"` (the paper's "w/o spatial blending" ablation) the guider's
+  full-resolution features are added to `conv_in`'s output instead, beside the pose features.
 
 Per-call inputs reach the hooks through `DenoisingConditions`, set for the duration of `forward`.
 """
@@ -27,6 +29,9 @@ from ..errors import AA2InputError
 from .object_guider import ObjectGuider
 from .pose_modulation import PoseModulation
 from .spatial_blend import SpatialBlend
+
+
+OBJECT_INJECTIONS = ("blend", "conv_in")
 
 
 @dataclass
@@ -50,9 +55,14 @@ class DenoisingNet(nn.Module):
         self.unet = unet
         first_channels = config.unet.block_out_channels[0]
         self.pose_modulation = PoseModulation(config.pose, first_channels)
-        self.object_guider = ObjectGuider(config.unet) if config.use_object_guider else None
+        if config.object_injection not in OBJECT_INJECTIONS:
+            raise AA2InputError(f"object_injection is one of {', '.join(OBJECT_INJECTIONS)}; "
+                                f"got {config.object_injection!r}")
+        blend = config.object_injection == "blend"
+        self.object_guider = (ObjectGuider(config.unet, finest_only=not blend) if config.use_object_guider
+                              else None)
         self.spatial_blend = (
-            SpatialBlend(config.unet, config.unet.layers_per_block) if config.use_object_guider else None
+            SpatialBlend(config.unet, config.unet.layers_per_block) if config.use_object_guider and blend else None
         )
         self._conditions: DenoisingConditions | None = None
         self._frames = 1
@@ -65,6 +75,8 @@ class DenoisingNet(nn.Module):
         if self._handles:
             return
         self._handles.append(self.unet.conv_in.register_forward_hook(self._add_pose))
+        if self.object_guider is not None and self.spatial_blend is None:
+            self._handles.append(self.unet.conv_in.register_forward_hook(self._add_objects))
         if self.spatial_blend is not None:
             for path in self.spatial_blend.attention_paths:
                 module = self.unet.get_submodule(path)
@@ -81,6 +93,13 @@ class DenoisingNet(nn.Module):
             return output
         pose = _fold_frames(_match_batch(pose, output.shape[0] // self._frames))
         return output + pose.to(output.dtype)
+
+    def _add_objects(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        objects = None if self._conditions is None else self._conditions.object_features
+        if not objects:
+            return output  # no object input: bit-identical, as with blending
+        features = _match_rows(objects[self.object_guider.finest], output.shape[0], self._frames)
+        return output + features.to(output.dtype)
 
     def _blender(self, path: str):
         layer = self.spatial_blend.layer(path)
@@ -99,7 +118,8 @@ class DenoisingNet(nn.Module):
 
     # -- running ---------------------------------------------------------------------------------
     def encode_objects(self, object_latents: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Object latents [B, 4, F, h, w] -> the object guider's four scales, each [(B F), C, h_s, w_s]."""
+        """Object latents [B, 4, F, h, w] -> the object guider's scales (four, or the finest alone for
+        `object_injection="conv_in"`), each [(B F), C, h_s, w_s]."""
         if self.object_guider is None:
             raise AA2InputError("this model has no object guider (config.use_object_guider is False)")
         return self.object_guider(_fold_frames(object_latents))

@@ -10,6 +10,11 @@ the resolution of `down_blocks.(n-1-i)` with `reversed(block_out_channels)[i]` c
 block runs at the lowest resolution with the last width. So level k (downsampled k times) has
 `block_out_channels[k]` channels, and the guider is an encoder with one stride-2 conv per level.
 
+`finest_only=True` builds only the full-resolution level, for the ablation "without spatial
+blending" (`AA2Config.object_injection = "conv_in"`): its features are added to the DenoisingNet's
+`conv_in` output like the pose features, and its projection starts at zero so that this is an
+identity until trained.
+
 Departure: the paper gives no layer list. We use one 3x3 conv per level (stride 2 from level 1 on,
 padding 1, so odd sizes go to ceil(h/2) exactly as the UNet's own downsamplers do) and a linear 1x1
 projection per scale, so the blended features can take either sign like the UNet's hidden states.
@@ -60,20 +65,31 @@ class ObjectGuider(nn.Module):
     expected channels and downsample factor.
     """
 
-    def __init__(self, unet: UNetShape, latent_channels: int = 4) -> None:
+    def __init__(self, unet: UNetShape, latent_channels: int = 4, *, finest_only: bool = False) -> None:
         super().__init__()
-        self.scales = decoder_scales(unet)
         self.latent_channels = latent_channels
         widths = unet.block_out_channels
+        self._last = len(widths) - 1
+        levels = 1 if finest_only else len(widths)
+        self.scales = {name: scale for name, scale in decoder_scales(unet).items()
+                       if name in {_level_name(k, self._last) for k in range(levels)}}
         self.conv_in = nn.Conv2d(latent_channels, widths[0], kernel_size=3, padding=1)
         self.blocks = nn.ModuleList(
             [nn.Conv2d(widths[0], widths[0], kernel_size=3, padding=1)]
-            + [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, stride=2) for c_in, c_out in zip(widths, widths[1:])]
+            + [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, stride=2)
+               for c_in, c_out in zip(widths[:levels - 1], widths[1:levels])]
         )
-        last = len(widths) - 1
         self.proj_out = nn.ModuleDict(
-            {_level_name(k, last): nn.Conv2d(widths[k], widths[k], kernel_size=1) for k in range(len(widths))}
+            {_level_name(k, self._last): nn.Conv2d(widths[k], widths[k], kernel_size=1) for k in range(levels)}
         )
+        if finest_only:  # added straight onto conv_in's output: start as an identity, as the pose features do
+            nn.init.zeros_(self.proj_out[_level_name(0, self._last)].weight)
+            nn.init.zeros_(self.proj_out[_level_name(0, self._last)].bias)
+
+    @property
+    def finest(self) -> str:
+        """The full-resolution scale's name (`up3` for SD1.5's four widths)."""
+        return _level_name(0, self._last)
 
     def forward(self, object_latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if object_latents.ndim != 4 or object_latents.shape[1] != self.latent_channels:
@@ -82,10 +98,9 @@ class ObjectGuider(nn.Module):
                 f"{tuple(object_latents.shape)}; fold a [B, C, F, h, w] clip with "
                 "rearrange(x, 'b c f h w -> (b f) c h w')"
             )
-        last = len(self.blocks) - 1
         h = F.silu(self.conv_in(object_latents))
         features: dict[str, torch.Tensor] = {}
         for level, block in enumerate(self.blocks):
             h = F.silu(block(h))
-            features[_level_name(level, last)] = self.proj_out[_level_name(level, last)](h)
+            features[_level_name(level, self._last)] = self.proj_out[_level_name(level, self._last)](h)
         return {name: features[name] for name in self.scales}

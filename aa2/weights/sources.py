@@ -155,7 +155,7 @@ def describe(path: str | Path) -> str:
         f"environment input: {config.use_environment}",
         f"  schedule: {scheduler.prediction_type}, zero-terminal SNR {scheduler.rescale_betas_zero_snr}, "
         f"{scheduler.timestep_spacing} timesteps, {scheduler.beta_schedule} betas",
-        f"  Animate Anyone 2 parts: object guider + spatial blending {_yes(config.use_object_guider)}, "
+        f"  Animate Anyone 2 parts: object guider {_objects(config)}, "
         f"depth branch {_yes(config.pose.use_depth)}",
         f"  holds: {', '.join(have)}",
     ]
@@ -166,6 +166,12 @@ def describe(path: str | Path) -> str:
 
 def _yes(built: bool) -> str:
     return "built" if built else "left out (these weights never trained it)"
+
+
+def _objects(config: AA2Config) -> str:
+    if config.object_injection == "blend" or not config.use_object_guider:
+        return f"+ spatial blending {_yes(config.use_object_guider)}"
+    return "built, merged at conv_in (no spatial blending: the ablation variant)"
 
 
 # ------------------------------------------------------------------------------------ readers

@@ -46,8 +46,10 @@ def random_parts(config: AA2Config | None = None, seed: int = 0, *, perturb: boo
     unet = _randomised(UNet2DConditionModel(**config.unet.diffusers_config(config.denoising_in_channels)))
     extras = nn.ModuleDict({"pose_modulation": PoseModulation(config.pose, first)})
     if config.use_object_guider:
-        extras["object_guider"] = ObjectGuider(config.unet)
-        extras["spatial_blend"] = SpatialBlend(config.unet, config.unet.layers_per_block)
+        blend = config.object_injection == "blend"
+        extras["object_guider"] = ObjectGuider(config.unet, finest_only=not blend)
+        if blend:
+            extras["spatial_blend"] = SpatialBlend(config.unet, config.unet.layers_per_block)
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**config.image_encoder.transformers_config()))
