@@ -1,6 +1,13 @@
 """Print SynthWorld score tables (markdown) from the `metrics.json` files `bench/synthworld.sh` writes.
 
     python bench/synthworld_table.py runs/synthworld [runs/sw-aa1 runs/sw-precise ...]
+    python bench/synthworld_table.py --paired runs/abl/aa2/scores/trained runs/abl/no_depth/scores/trained ...
+
+`--paired BASE OTHER...` compares score folders clip by clip (the same held-out clips, the same
+noise): for each metric the mean of OTHER - BASE over the clips, a 95 % bootstrap interval of that
+mean (clips resampled, 10,000 times, seeded) and how many clips OTHER wins. The interval says
+whether a difference stands out of the clip-to-clip spread; it says nothing about another seed's
+training.
 
 One row per `RUN/scores/<name>/metrics.json`, labelled `RUN:name`, with the settings that made it, the
 render's scores and, in the last row of each run, the VAE ceiling (the ground truth through the same
@@ -10,6 +17,8 @@ checkpoint's VAE: no render can beat it on PSNR).
 from __future__ import annotations
 
 import json
+import math
+import random
 import sys
 from pathlib import Path
 
@@ -50,8 +59,54 @@ def table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def per_clip(folder: Path, key: str = "scores") -> dict[str, dict]:
+    """Clip name -> that clip's scores (`key`: "scores", or "outline" for cross-identity runs)."""
+    data = json.loads((folder / "metrics.json").read_text())
+    return {clip["clip"]: clip.get(key, {}) for clip in data["clips"]}
+
+
+def paired_difference(base: dict[str, dict], other: dict[str, dict], metric: str, *, resamples: int = 10_000,
+                      seed: int = 0) -> tuple[float, float, float, int, int] | None:
+    """(mean of other - base, 2.5 % and 97.5 % bootstrap bounds of that mean, clips where other is
+    higher, clips compared) over the clips both score finitely; None when none do."""
+    differences = []
+    for clip, scores in base.items():
+        a, b = scores.get(metric), other.get(clip, {}).get(metric)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isfinite(a) and math.isfinite(b):
+            differences.append(b - a)
+    if not differences:
+        return None
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(rng.choices(differences, k=n)) / n for _ in range(resamples))
+    return (sum(differences) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1],
+            sum(d > 0 for d in differences), n)
+
+
+def paired_table(base: Path, others: list[Path]) -> str:
+    lines = [f"Paired against {base} (mean difference [95 % bootstrap interval], clips higher / clips):", "",
+             "| scores | " + " | ".join(COLUMNS + OUTLINE) + " |", "|" + " --- |" * (1 + len(COLUMNS) + len(OUTLINE))]
+    for other in others:
+        cells = []
+        for keys, key in ((COLUMNS, "scores"), (OUTLINE, "outline")):
+            a, b = per_clip(base, key), per_clip(other, key)
+            for metric in keys:
+                found = paired_difference(a, b, metric)
+                cells.append("–" if found is None else
+                             f"{found[0]:+.3f} [{found[1]:+.3f}, {found[2]:+.3f}] {found[3]}/{found[4]}")
+        lines.append(f"| {other} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    runs = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["--paired"]:
+        if len(args) < 3:
+            print(__doc__, file=sys.stderr)
+            return 2
+        print(paired_table(Path(args[1]), [Path(a) for a in args[2:]]))
+        return 0
+    runs = [Path(a) for a in args]
     if not runs:
         print(__doc__, file=sys.stderr)
         return 2
