@@ -134,8 +134,8 @@ def test_eval_writes_finite_scores_for_every_metric_and_clip(tiny_weights, heldo
     # through the VAE side with B (agreement near 0), and the two true outlines differ
     for outline in [result["outline"]] + [c["outline"] for c in result["clips"]]:
         assert set(outline) == {"outline_agreement", "silhouette_iou_driving", "ceiling_outline_agreement",
-                                "driving_target_iou"}
-        assert all(0.0 <= value <= 1.0 for value in outline.values()), outline
+                                "driving_ceiling_outline_agreement", "leakage", "driving_target_iou"}
+        assert all(0.0 <= value <= 1.0 for name, value in outline.items() if name != "leakage"), outline
     assert result["outline"]["driving_target_iou"] < 0.95
 
 
@@ -149,12 +149,17 @@ def test_outline_scores_tell_a_render_of_the_driving_figure_from_one_of_the_targ
     _, truth_b, _ = clip_extras(clips, 0, cross_identity=True)
     truth_b = dataclasses.replace(truth_b, scene=truth_b.background)
     sample_a = clips[0]
-    as_a = outline_scores(sample_a["frames"], truth_b.frames, truth_b, sample_a["character_mask"] > 0.5)
+    a_mask = sample_a["character_mask"] > 0.5
+    as_a = outline_scores(sample_a["frames"], truth_b.frames, sample_a["frames"], truth_b, a_mask)
     assert as_a["outline_agreement"] > 0.8 and as_a["silhouette_iou_driving"] > 0.8
     assert as_a["ceiling_outline_agreement"] < 0.2  # B's true frames follow B
-    as_b = outline_scores(truth_b.frames, truth_b.frames, truth_b, sample_a["character_mask"] > 0.5)
-    assert as_b["outline_agreement"] < 0.2
+    assert as_a["leakage"] == pytest.approx(1.0)  # the render is A's frames: the driving end of the scale
+    as_b = outline_scores(truth_b.frames, truth_b.frames, sample_a["frames"], truth_b, a_mask)
+    assert as_b["outline_agreement"] < 0.2 and as_b["leakage"] == pytest.approx(0.0)
     assert as_b["silhouette_iou_driving"] < as_a["silhouette_iou_driving"]
+    halfway = torch.where(torch.arange(truth_b.frames.shape[-1]) < truth_b.frames.shape[-1] // 2,
+                          sample_a["frames"], truth_b.frames)  # left half A's frame, right half B's
+    assert 0.1 < outline_scores(halfway, truth_b.frames, sample_a["frames"], truth_b, a_mask)["leakage"] < 0.9
 
 
 def test_outline_scores_are_only_written_for_cross_identity(tiny_weights, heldout, tmp_path):

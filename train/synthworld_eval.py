@@ -208,7 +208,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
                 estimate_silhouette(truth.frames, truth.background, exclude=truth.objects), truth.character))},
         })
         if cross_identity:
-            per_clip[-1]["outline"] = outline_scores(rendered, ceiling, truth, sample["character_mask"] > 0.5)
+            # A's own frames through the VAE: what drawing A's outline exactly looks like to the estimator
+            as_driving = vae_round_trip(model.vae, sample["frames"].float())
+            if composite:
+                as_driving = torch.where(inside, as_driving, sample["frames"].float())
+            per_clip[-1]["outline"] = outline_scores(rendered, ceiling, quantize_8bit(as_driving), truth,
+                                                     sample["character_mask"] > 0.5)
         if save_videos:
             write_video(out / f"{index:05d}-{name.replace('@', '-')}.mp4", torch.cat([truth.frames, rendered, ceiling], dim=-1))
 
@@ -242,21 +247,29 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
     return result
 
 
-def outline_scores(rendered: torch.Tensor, ceiling: torch.Tensor, truth: Truth,
+def outline_scores(rendered: torch.Tensor, ceiling: torch.Tensor, as_driving: torch.Tensor, truth: Truth,
                    driving: torch.Tensor) -> dict[str, float]:
     """Shape leakage of a cross-identity render (character B with A's motion): whether its
     silhouette follows the driving character A's outline or B's own where the two differ
-    (`outline_agreement`: 1 = A's, 0 = B's), its IoU with A's mask, and the same for B's true frames
-    through the VAE (what following B exactly looks like to the estimator). `truth` is B's, with
-    `scene` set; `driving [F, H, W]` bool is A's mask."""
-    def silhouette(frames: torch.Tensor) -> torch.Tensor:
-        return estimate_silhouette(frames, truth.scene, exclude=truth.objects)
+    (`outline_agreement`: 1 = A's, 0 = B's) and its IoU with A's mask. The estimator and the VAE's
+    blur move both ends of that scale, so it is also taken for B's true frames through the VAE
+    (`ceiling`: following B exactly) and A's (`as_driving`: full leakage); `leakage` places the
+    render between the two, 0 at B's end and 1 at A's. `truth` is B's, with `scene` set;
+    `driving [F, H, W]` bool is A's mask."""
+    def agreement(frames: torch.Tensor) -> float:
+        drawn = estimate_silhouette(frames, truth.scene, exclude=truth.objects)
+        return frame_mean(outline_agreement(drawn, driving, truth.character))
 
-    drawn, ideal = silhouette(rendered), silhouette(ceiling)
+    drawn = estimate_silhouette(rendered, truth.scene, exclude=truth.objects)
+    render, follows_target, follows_driving = agreement(rendered), agreement(ceiling), agreement(as_driving)
+    # None where a scale end is undefined (A's and B's masks agree everywhere) or the ends do not part
+    defined = None not in (render, follows_target, follows_driving) and follows_driving > follows_target
     return {
-        "outline_agreement": frame_mean(outline_agreement(drawn, driving, truth.character)),
+        "outline_agreement": render,
         "silhouette_iou_driving": frame_mean(mask_iou(drawn, driving)),
-        "ceiling_outline_agreement": frame_mean(outline_agreement(ideal, driving, truth.character)),
+        "ceiling_outline_agreement": follows_target,
+        "driving_ceiling_outline_agreement": follows_driving,
+        "leakage": (render - follows_target) / (follows_driving - follows_target) if defined else None,
         "driving_target_iou": frame_mean(mask_iou(driving, truth.character)),
     }
 
