@@ -24,7 +24,7 @@ from pathlib import Path
 
 COLUMNS = ("psnr", "ssim", "psnr_environment", "psnr_character", "psnr_band", "silhouette_iou")
 # cross-identity rows only: whose outline the render drew where A's and B's differ (1 = A's: leakage)
-OUTLINE = ("outline_agreement", "silhouette_iou_driving")
+OUTLINE = ("outline_agreement", "leakage", "silhouette_iou_driving")
 
 
 def rows(run: Path) -> list[tuple[str, dict, dict]]:
