@@ -24,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run="${1:-runs/synthworld}"
-variant="${VARIANT:-aa2}"          # train.init_model --variant: aa2, aa1, no_depth, no_objects
+variant="${VARIANT:-aa2}"          # train.init_model --variant: aa2, aa1, no_depth, no_objects, no_blending
 env_mask="${ENV_MASK:-agnostic}"   # data.environment_mask: agnostic (eq. 2), precise, box
 framing="${REFERENCE_FRAMING:-character}"  # data.reference_framing: character (a portrait reference), frame
 weighting="${SNR_WEIGHTING:-min_snr_plus_one}"  # loss.snr_weighting: min_snr_plus_one (Moore's), min_snr
