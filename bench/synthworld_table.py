@@ -35,6 +35,16 @@ def rows(run: Path) -> list[tuple[str, dict, dict]]:
     return found
 
 
+def outline(data: dict) -> dict:
+    """A cross-identity run's outline scores, `leakage` placed between the mean ends of its scale
+    (as train.synthworld_eval writes it now; files written before took the mean of clip ratios)."""
+    found = dict(data.get("outline", {}))
+    ends = [found.get(k) for k in ("outline_agreement", "ceiling_outline_agreement", "driving_ceiling_outline_agreement")]
+    if None not in ends and ends[2] > ends[1]:
+        found["leakage"] = (ends[0] - ends[1]) / (ends[2] - ends[1])
+    return found
+
+
 def cell(value) -> str:
     if value is None:
         return "–"
@@ -51,7 +61,7 @@ def table(runs: list[Path]) -> str:
         for label, settings, data in rows(run):
             lines.append(f"| {label} | {settings.get('formulation')} | {settings.get('cross_identity')} | "
                          f"{settings.get('composite')} | " + " | ".join(cell(data["mean"].get(c)) for c in COLUMNS) + " | "
-                         + " | ".join(cell(data.get("outline", {}).get(c)) for c in OUTLINE) + " |")
+                         + " | ".join(cell(outline(data).get(c)) for c in OUTLINE) + " |")
             ceiling = ceiling or data.get("vae_ceiling")
     if ceiling:
         lines.append("| VAE ceiling | | | | " + " | ".join(cell(ceiling.get(c)) for c in COLUMNS) + " |"

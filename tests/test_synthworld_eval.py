@@ -139,6 +139,18 @@ def test_eval_writes_finite_scores_for_every_metric_and_clip(tiny_weights, heldo
     assert result["outline"]["driving_target_iou"] < 0.95
 
 
+def test_a_runs_leakage_sits_between_the_mean_ends_of_the_scale():
+    from train.synthworld_eval import _outline_mean
+
+    def clip(render, low, high):
+        return {"outline": {"outline_agreement": render, "ceiling_outline_agreement": low,
+                            "driving_ceiling_outline_agreement": high, "leakage": None}}
+
+    # clip ratios 0.5 and 0.0 (their mean 0.25); between the mean ends (0.35, 0.65) the mean 0.45 sits at 1/3
+    assert _outline_mean([clip(0.5, 0.3, 0.7), clip(0.4, 0.4, 0.6)])["leakage"] == pytest.approx(1 / 3)
+    assert _outline_mean([clip(0.5, 0.6, 0.6)])["leakage"] is None  # the ends do not part
+
+
 def test_outline_scores_tell_a_render_of_the_driving_figure_from_one_of_the_target(heldout):
     """On true frames: A's own frames (what full leakage would draw) side with A, B's with B."""
     import dataclasses

@@ -237,7 +237,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *,
         "mean": _clip_mean(per_clip, "scores"),
         "vae_ceiling": _clip_mean(per_clip, "vae_ceiling"),
         "estimator_on_truth": _clip_mean(per_clip, "estimator_on_truth"),
-        **({"outline": _clip_mean(per_clip, "outline")} if cross_identity else {}),
+        **({"outline": _outline_mean(per_clip)} if cross_identity else {}),
         "by_motion": {m: {"clips": sum(c["motion"] == m for c in per_clip),
                           "mean": _clip_mean([c for c in per_clip if c["motion"] == m], "scores")} for m in motions},
         "skipped": skipped,
@@ -281,6 +281,16 @@ def summary_line(result: dict[str, Any], out: str | Path) -> str:
     parts = [f"{name} {_fmt(result['mean'][name])} ({_fmt(result['vae_ceiling'][name])})"
              for name in METRICS if result["mean"][name] is not None]
     return f"synthworld_eval: {len(result['clips'])} clips, {mode}: " + ", ".join(parts) + f" [render (VAE ceiling)] -> {Path(out) / 'metrics.json'}"
+
+
+def _outline_mean(clips: list[dict]) -> dict[str, float | None]:
+    """Clip means of the outline scores, with `leakage` placed between the *mean* scale ends: a
+    clip's own ends can lie close together (A and B nearly alike), and its ratio then swings."""
+    mean = _clip_mean(clips, "outline")
+    render, low, high = (mean[k] for k in ("outline_agreement", "ceiling_outline_agreement",
+                                           "driving_ceiling_outline_agreement"))
+    defined = None not in (render, low, high) and high > low
+    return {**mean, "leakage": (render - low) / (high - low) if defined else None}
 
 
 def _clip_mean(clips: list[dict], key: str) -> dict[str, float | None]:
