@@ -2,6 +2,7 @@
 
     python bench/synthworld_table.py runs/synthworld [runs/sw-aa1 runs/sw-precise ...]
     python bench/synthworld_table.py --paired runs/abl/aa2/scores/trained runs/abl/no_depth/scores/trained ...
+    python bench/synthworld_table.py --motions push,carry,sit --paired BASE OTHER ...   # those clips only
 
 `--paired BASE OTHER...` compares score folders clip by clip (the same held-out clips, the same
 noise): for each metric the mean of OTHER - BASE over the clips, a 95 % bootstrap interval of that
@@ -69,10 +70,11 @@ def table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def per_clip(folder: Path, key: str = "scores") -> dict[str, dict]:
-    """Clip name -> that clip's scores (`key`: "scores", or "outline" for cross-identity runs)."""
+def per_clip(folder: Path, key: str = "scores", motions: set[str] | None = None) -> dict[str, dict]:
+    """Clip name -> that clip's scores (`key`: "scores", or "outline" for cross-identity runs),
+    only the clips of `motions` when given."""
     data = json.loads((folder / "metrics.json").read_text())
-    return {clip["clip"]: clip.get(key, {}) for clip in data["clips"]}
+    return {clip["clip"]: clip.get(key, {}) for clip in data["clips"] if motions is None or clip.get("motion") in motions}
 
 
 def paired_difference(base: dict[str, dict], other: dict[str, dict], metric: str, *, resamples: int = 10_000,
@@ -93,13 +95,14 @@ def paired_difference(base: dict[str, dict], other: dict[str, dict], metric: str
             sum(d > 0 for d in differences), n)
 
 
-def paired_table(base: Path, others: list[Path]) -> str:
-    lines = [f"Paired against {base} (mean difference [95 % bootstrap interval], clips higher / clips):", "",
+def paired_table(base: Path, others: list[Path], motions: set[str] | None = None) -> str:
+    only = f", {'/'.join(sorted(motions))} clips only" if motions else ""
+    lines = [f"Paired against {base}{only} (mean difference [95 % bootstrap interval], clips higher / clips):", "",
              "| scores | " + " | ".join(COLUMNS + OUTLINE) + " |", "|" + " --- |" * (1 + len(COLUMNS) + len(OUTLINE))]
     for other in others:
         cells = []
         for keys, key in ((COLUMNS, "scores"), (OUTLINE, "outline")):
-            a, b = per_clip(base, key), per_clip(other, key)
+            a, b = per_clip(base, key, motions), per_clip(other, key, motions)
             for metric in keys:
                 found = paired_difference(a, b, metric)
                 cells.append("–" if found is None else
@@ -110,11 +113,14 @@ def paired_table(base: Path, others: list[Path]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(argv if argv is not None else sys.argv[1:])
+    motions = None
+    if args[:1] == ["--motions"] and len(args) > 1:
+        motions, args = set(args[1].split(",")), args[2:]
     if args[:1] == ["--paired"]:
         if len(args) < 3:
             print(__doc__, file=sys.stderr)
             return 2
-        print(paired_table(Path(args[1]), [Path(a) for a in args[2:]]))
+        print(paired_table(Path(args[1]), [Path(a) for a in args[2:]], motions))
         return 0
     runs = [Path(a) for a in args]
     if not runs:

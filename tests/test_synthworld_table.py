@@ -15,7 +15,8 @@ _SPEC.loader.exec_module(synthworld_table)
 
 def _scores(folder: Path, psnr: list[float], agreement: list[float] | None = None) -> Path:
     folder.mkdir(parents=True)
-    clips = [{"clip": f"c{i}", "scores": {"psnr": value, "silhouette_iou": 0.5}} for i, value in enumerate(psnr)]
+    clips = [{"clip": f"c{i}", "motion": ("walk", "push")[i % 2], "scores": {"psnr": value, "silhouette_iou": 0.5}}
+             for i, value in enumerate(psnr)]
     if agreement is not None:
         for clip, value in zip(clips, agreement):
             clip["outline"] = {"outline_agreement": value}
@@ -40,3 +41,12 @@ def test_paired_table_reads_outline_scores_of_cross_identity_runs(tmp_path, caps
     assert synthworld_table.main(["--paired", str(base), str(other)]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert "-0.300 [-0.300, -0.300] 0/2" in row and "+0.000" in row
+
+
+def test_motions_pick_the_clips_compared(tmp_path, capsys):
+    base = _scores(tmp_path / "a", [10.0, 11.0, 12.0, 13.0])
+    other = _scores(tmp_path / "b", [11.0, 11.0, 13.0, 13.0])  # better on the walk clips (0, 2) only
+    assert synthworld_table.main(["--motions", "walk", "--paired", str(base), str(other)]) == 0
+    assert "+1.000 [+1.000, +1.000] 2/2" in capsys.readouterr().out
+    assert synthworld_table.main(["--motions", "push", "--paired", str(base), str(other)]) == 0
+    assert "+0.000 [+0.000, +0.000] 0/2" in capsys.readouterr().out
