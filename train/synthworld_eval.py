@@ -256,12 +256,15 @@ def outline_scores(rendered: torch.Tensor, ceiling: torch.Tensor, as_driving: to
     (`ceiling`: following B exactly) and A's (`as_driving`: full leakage); `leakage` places the
     render between the two, 0 at B's end and 1 at A's. `truth` is B's, with `scene` set;
     `driving [F, H, W]` bool is A's mask."""
-    def agreement(frames: torch.Tensor) -> float:
-        drawn = estimate_silhouette(frames, truth.scene, exclude=truth.objects)
-        return frame_mean(outline_agreement(drawn, driving, truth.character))
+    def silhouette(frames: torch.Tensor) -> torch.Tensor:
+        return estimate_silhouette(frames, truth.scene, exclude=truth.objects)
 
-    drawn = estimate_silhouette(rendered, truth.scene, exclude=truth.objects)
-    render, follows_target, follows_driving = agreement(rendered), agreement(ceiling), agreement(as_driving)
+    def agreement(shown: torch.Tensor) -> float | None:
+        return frame_mean(outline_agreement(shown, driving, truth.character))
+
+    drawn = silhouette(rendered)
+    render, follows_target, follows_driving = agreement(drawn), agreement(silhouette(ceiling)), agreement(
+        silhouette(as_driving))
     # None where a scale end is undefined (A's and B's masks agree everywhere) or the ends do not part
     defined = None not in (render, follows_target, follows_driving) and follows_driving > follows_target
     return {
