@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FusionMode = Literal["aa2", "full"]
+ObjectInjection = Literal["blend", "conv_in"]
 """Where ReferenceNet features join the DenoisingNet's self-attention.
 
 `aa2`: mid and up blocks only (Animate Anyone 2, section 3.1). `full`: every block, as Animate
@@ -181,7 +182,7 @@ class AA2Config:
     # where the object guider's features go: "blend" (spatial blending after the mid and up blocks'
     # spatial attentions, the paper) or "conv_in" (its full-resolution features added to conv_in's
     # output, i.e. merged into the noise latents: the paper's "w/o spatial blending" ablation)
-    object_injection: str = "blend"
+    object_injection: ObjectInjection = "blend"
 
     @property
     def denoising_in_channels(self) -> int:

@@ -18,20 +18,21 @@ Per-call inputs reach the hooks through `DenoisingConditions`, set for the durat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ..config import AA2Config
+from ..config import AA2Config, ObjectInjection
 from ..errors import AA2InputError
 from .object_guider import ObjectGuider
 from .pose_modulation import PoseModulation
 from .spatial_blend import SpatialBlend
 
 
-OBJECT_INJECTIONS = ("blend", "conv_in")
+OBJECT_INJECTIONS = get_args(ObjectInjection)
 
 
 @dataclass
