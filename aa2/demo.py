@@ -51,9 +51,6 @@ from .errors import AA2InputError, AA2WeightsError
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "synthworld" / "weights" / "aa2-synthworld.safetensors"
 SHIPPED_SIZE = 128  # the clip side the shipped weights were trained at (bench/synthworld.sh SIZE=128)
-# How trained SynthWorld weights see their reference: "character", a portrait of the standing figure
-# (the recipe's data.reference_framing, and how users frame references); "frame", the whole scene.
-REFERENCE_FRAMINGS = ("character", "frame")
 METRICS_FILE = "metrics.json"
 FPS = 8.0
 
@@ -95,7 +92,7 @@ def synthworld_scene(clip, framing: str = "frame") -> DemoScene:
     as `train.dataset` draws it for training (aa2's renderer, its default 4-pixel sticks). `framing`
     "character" cuts the reference to a portrait of the figure, as training with
     `data.reference_framing: character` showed it (`augment.portrait`)."""
-    from .conditioning.augment import portrait
+    from .conditioning.augment import REFERENCE_FRAMINGS, portrait
     from .conditioning.skeleton import render_skeleton
 
     if framing not in REFERENCE_FRAMINGS:

@@ -165,3 +165,19 @@ def test_character_framing_crops_a_portrait_around_the_character():
         training_reference(frames, character, framing="portrait")
     with pytest.raises(AA2InputError, match="empty"):
         character_box(torch.zeros(16, 16), aspect=1.0)
+
+
+def test_one_list_of_reference_framings_for_training_scoring_and_the_demo():
+    """train.config's setting, train.synthworld_eval and the demo take the same names, from one place."""
+    import typing
+
+    from aa2.conditioning.augment import REFERENCE_FRAMINGS
+    from aa2.demo import synthworld_scene
+    from aa2.synthworld import make_clip
+    from train.config import DataSettings
+
+    assert set(typing.get_args(typing.get_type_hints(DataSettings)["reference_framing"])) == set(REFERENCE_FRAMINGS)
+    clip = make_clip(5, frames=2, size=32, motion="walk", cross_identity=False)
+    with pytest.raises(AA2InputError, match="--reference-framing is one of frame, character; got 'portrait'"):
+        synthworld_scene(clip, "portrait")
+    assert synthworld_scene(clip, "character").reference.shape == synthworld_scene(clip, "frame").reference.shape

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from aa2.conditioning.augment import ReferenceFraming
 from aa2.errors import AA2InputError
 
 StageName = Literal["image", "motion"]
@@ -109,7 +110,7 @@ class DataSettings:
     scale_range: tuple[float, float] = (0.8, 1.2)  # random scale augmentation
     reference_aspect: float | None = None  # width / height of the reference's crop; None: the frame's
     # "frame": the reference is the frame's centre crop; "character": the character's box (a portrait)
-    reference_framing: Literal["frame", "character"] = "frame"
+    reference_framing: ReferenceFraming = "frame"
     backgrounds: str | None = None  # folder of background images for the reference; None: flat colours
     depth_convention: Literal["inverse", "depth"] = "inverse"  # prepared depth is near-bright
     # How the character is cut out of the environment (§3.2, Figure 7): "agnostic" is eq. 2; the

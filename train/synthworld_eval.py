@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from aa2.conditioning.augment import portrait
+from aa2.conditioning.augment import REFERENCE_FRAMINGS, portrait
 from aa2.conditioning.masks import ENVIRONMENT_MASKS, environment_mask
 from aa2.errors import AA2Error, AA2InputError
 from aa2.pipeline.inputs import SamplingSettings
@@ -75,7 +75,6 @@ from .metrics import SCORES as METRICS
 from .render import count_dropped, render_clip_reporting, write_video
 
 
-REFERENCE_FRAMINGS = ("frame", "character")  # train.config DataSettings.reference_framing
 
 
 def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: int | None) -> PreparedClips:

@@ -28,7 +28,7 @@ Layouts: frames `[F, 3, H, W]` float 0..1, masks `[F, H, W]`, object masks `[O, 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as nnf
@@ -193,6 +193,13 @@ def training_reference(
         keep = (nnf.interpolate(keep[None, None], size=size, mode="bilinear",
                                 align_corners=False)[0, 0] >= 0.5).to(frames.dtype)
     return image, keep, index
+
+
+# How a reference is framed: "frame", the whole frame (its centre crop); "character", a portrait of
+# the figure (`portrait`), as users frame references. Training (`data.reference_framing`), the
+# SynthWorld scorer and the demo all take these names.
+ReferenceFraming = Literal["frame", "character"]
+REFERENCE_FRAMINGS: tuple[str, ...] = get_args(ReferenceFraming)
 
 
 def character_box(mask: torch.Tensor, aspect: float, margin: float = 0.1) -> tuple[int, int, int, int]:
