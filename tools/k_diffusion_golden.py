@@ -31,10 +31,11 @@ What is recorded, all on fixed inputs made from integers (no weights, no random 
 Run from the repository root, with a Python that has torch, scipy, torchsde, tqdm, torchvision, Pillow
 and safetensors (ComfyUI's own venv has all of them but torchdiffeq):
 
-    pip download k-diffusion==0.1.1.post1 torchdiffeq==0.2.5 --no-deps -d /tmp/kd
-    mkdir /tmp/kd/site && (cd /tmp/kd && for w in *.whl; do unzip -q -o "$w" -d site; done)
-    OMP_NUM_THREADS=1 /path/to/ComfyUI/venv/bin/python -m tools.k_diffusion_golden \
-        --k-diffusion /tmp/kd/site --comfyui /path/to/ComfyUI [--out tests/fixtures/k_diffusion_golden]
+    KD=$(mktemp -d)   # scratch space for the two wheels
+    pip download k-diffusion==0.1.1.post1 torchdiffeq==0.2.5 --no-deps -d "$KD"
+    mkdir "$KD/site" && (cd "$KD" && for w in *.whl; do unzip -q -o "$w" -d site; done)
+    OMP_NUM_THREADS=1 COMFYUI/venv/bin/python -m tools.k_diffusion_golden \
+        --k-diffusion "$KD/site" --comfyui COMFYUI [--out tests/fixtures/k_diffusion_golden]
 
 Two adaptations, local to this process and named in the manifest: k-diffusion's package `__init__` is not
 run (its `sampling` and `external` modules are imported under an empty `k_diffusion` package), and
