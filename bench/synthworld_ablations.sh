@@ -8,6 +8,7 @@
 #     bash bench/synthworld_ablations.sh runs/sw128v2-data runs/ablations128   # at the shipped run's size
 #   python bench/synthworld_table.py runs/ablations/*
 #   ROWS="aa2 precise" bash bench/synthworld_ablations.sh ...   # only these rows (one process per core)
+#   SEED=1 bash bench/synthworld_ablations.sh ... runs/ablations-seed1   # another training seed
 #
 # Resumable: finished stages and scores are skipped. About 12 minutes a variant on one CPU thread.
 set -euo pipefail
@@ -16,6 +17,7 @@ world="${1:-runs/synthworld-data}"
 runs="${2:-runs/ablations}"
 image_steps="${IMAGE_STEPS:-600}"; motion_steps="${MOTION_STEPS:-150}"; eval_steps="${EVAL_STEPS:-10}"
 size="${SIZE:-64}"                 # the world's clip side
+seed="${SEED:-0}"                  # initialisation and training; scoring noise stays seed 0 so rows share it
 vae="${VAE:-$world/vae}"           # a train.vae folder, a VAE file or a pack checkpoint
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
@@ -24,14 +26,14 @@ one() {  # one NAME VARIANT ENV_MASK
   mkdir -p "$run"
   echo "== $1 ($variant, $mask) $(date -u +%H:%M:%S)"
   [ -f "$run/base.safetensors" ] || python -m train.init_model --preset synthworld --variant "$variant" \
-    --vae "$vae" --out "$run/base.safetensors" --seed 0
+    --vae "$vae" --out "$run/base.safetensors" --seed "$seed"
   for stage in image motion; do
     local start="$run/base.safetensors" steps="$image_steps"
     [ "$stage" = motion ] && start="$run/image/aa2-final.safetensors" steps="$motion_steps"
     [ -f "$run/$stage/aa2-final.safetensors" ] || python -m train.train --config train/recipes/synthworld.yaml \
       --stage "$stage" --data "$world/train" --out "$run/$stage" --set "model.base=$start" \
       --set "optim.steps=$steps" --set "data.environment_mask=$mask" --set "data.size=[$size,$size]" \
-      --set run.log_every=50
+      --set "optim.seed=$seed" --set run.log_every=50
   done
   score() {  # score NAME [EXTRA...]
     local name="$1"; shift
