@@ -50,3 +50,21 @@ def test_motions_pick_the_clips_compared(tmp_path, capsys):
     assert "+1.000 [+1.000, +1.000] 2/2" in capsys.readouterr().out
     assert synthworld_table.main(["--motions", "push", "--paired", str(base), str(other)]) == 0
     assert "+0.000 [+0.000, +0.000] 0/2" in capsys.readouterr().out
+
+
+def test_seeds_average_each_clip_over_seeds_and_count_the_seeds_that_agree(tmp_path, capsys):
+    base = [10.0, 11.0, 12.0, 13.0]
+    for seed, gain in (("s0", 1.0), ("s1", 0.5), ("s2", -0.3)):  # each clip's seed average: +0.4
+        _scores(tmp_path / seed / "base", base)
+        _scores(tmp_path / seed / "other", [value + gain for value in base])
+    roots = ",".join(str(tmp_path / s) for s in ("s0", "s1", "s2"))
+    assert synthworld_table.main(["--seeds", roots, "--paired", "base", "other"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "+0.400 [+0.400, +0.400] 4/4; 2/3 seeds" in row  # the third seed went the other way
+    assert "+0.000 [+0.000, +0.000] 0/4; 0/3 seeds" in row  # silhouette_iou: no difference, no seed agrees
+
+
+def test_a_folder_without_scores_is_named(tmp_path, capsys):
+    base = _scores(tmp_path / "a", [10.0])
+    assert synthworld_table.main(["--paired", str(base), str(tmp_path / "nothing")]) == 2
+    assert "no metrics.json in " + str(tmp_path / "nothing") in capsys.readouterr().err
