@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FusionMode = Literal["aa2", "full"]
-ObjectInjection = Literal["blend", "conv_in"]
 """Where ReferenceNet features join the DenoisingNet's self-attention.
 
 `aa2`: mid and up blocks only (Animate Anyone 2, section 3.1). `full`: every block, as Animate
 Anyone 1 / Moore-AnimateAnyone weights were trained.
 """
+
+ObjectInjection = Literal["blend", "conv_in"]  # where the object guider's features go (AA2Config.object_injection)
 
 VAE_SCALING_FACTOR = 0.18215  # SD1.5's latent scale; aa2 latents are always *scaled* latents.
 

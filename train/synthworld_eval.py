@@ -75,8 +75,6 @@ from .metrics import SCORES as METRICS
 from .render import count_dropped, render_clip_reporting, write_video
 
 
-
-
 def open_heldout(data: str | Path, size: tuple[int, int] | None, clip_length: int | None) -> PreparedClips:
     """The held-out clips, consecutive frames, no augmentation. `size` None: the clips' own;
     `clip_length` None: the shortest clip's frame count (one clip per video)."""
